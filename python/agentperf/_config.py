@@ -1,0 +1,53 @@
+"""Validation helpers shared by the configuration classes: every error names field and value."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any
+
+
+def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
+    """A duration in seconds from a float, int or ``timedelta``; ``None`` means no limit.
+
+    Raises ``TypeError`` for other types and ``ValueError`` unless the value is positive
+    (``math.inf`` is accepted and means no limit, like ``None``).
+    """
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{field}=None: expected a positive number of seconds")
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{field}={value!r}: expected a number of seconds or a timedelta, "
+            f"got {type(value).__name__}"
+        )
+    v = float(value)
+    if math.isnan(v) or v <= 0:
+        raise ValueError(f"{field}={value!r}: must be a positive number of seconds")
+    return v
+
+
+def integer(field: str, value: Any, *, minimum: int) -> int:
+    """An ``int`` (not a ``bool``) no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field}={value!r}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{field}={value!r}: must be >= {minimum}")
+    return int(value)
+
+
+def boolean(field: str, value: Any) -> bool:
+    """A real ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{field}={value!r}: expected a bool, got {type(value).__name__}")
+    return value
+
+
+def optional_callable(field: str, value: Any) -> Any:
+    """``None`` or a callable."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{field}={value!r}: expected a callable or None")
+    return value

@@ -1,0 +1,28 @@
+//! agentperf's Rust core: structural keys, a sharded TTL/LRU cache, an agent pool and a
+//! semaphore, with thin PyO3 bindings. The cores (`cache::core`, `pool::core`, `waitq`,
+//! `reaper`, `clock`) know nothing of Python.
+
+pub mod aio;
+pub mod clock;
+pub mod errors;
+mod lifecycle;
+pub mod reaper;
+pub mod waitq;
+
+
+/// The extension module `agentperf._agentperf`; only exports.
+#[pyo3::pymodule]
+mod _agentperf {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::lifecycle::{
+        _after_fork_child, _after_fork_parent, _before_fork, _cleanup_thread_state, _shutdown,
+    };
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        crate::errors::register(m)?;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

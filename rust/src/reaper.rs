@@ -1,0 +1,229 @@
+//! One cleanup thread for every cache and pool in the process.
+//!
+//! Owners register a [`Reap`] task with an interval and keep the returned [`Registration`];
+//! dropping it unregisters the task. The thread starts with the first registration and exits
+//! when the last one is gone, at interpreter exit ([`shutdown`]), and is restarted in a forked
+//! child ([`after_fork_child`]). Tasks run with no registry lock held.
+
+use parking_lot::lock_api::GuardNoSend;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Periodic maintenance (expiry sweeps, idle-agent recycling).
+pub trait Reap: Send + Sync + 'static {
+    /// Do one round of maintenance. Called from the cleanup thread, not attached to Python;
+    /// an implementation that must touch Python objects uses `Python::try_attach`.
+    fn reap(&self);
+}
+
+struct Entry {
+    id: u64,
+    task: Weak<dyn Reap>,
+    interval: Duration,
+    next: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    next_id: u64,
+    /// A thread is alive and serving `entries`.
+    running: bool,
+    /// Set at interpreter exit: no thread is started again.
+    shutdown: bool,
+}
+
+struct Reaper {
+    state: Mutex<State>,
+    cv: Condvar,
+    /// Held while a task runs, so a fork never happens in the middle of one.
+    reaping: Mutex<()>,
+}
+
+fn reaper() -> &'static Reaper {
+    static R: std::sync::OnceLock<Reaper> = std::sync::OnceLock::new();
+    R.get_or_init(|| Reaper {
+        state: Mutex::new(State::default()),
+        cv: Condvar::new(),
+        reaping: Mutex::new(()),
+    })
+}
+
+/// Keeps a task registered; dropping it unregisters the task.
+#[derive(Debug)]
+pub struct Registration {
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let r = reaper();
+        let mut st = r.state.lock();
+        st.entries.retain(|e| e.id != self.id);
+        r.cv.notify_all();
+    }
+}
+
+/// Run `task.reap()` every `interval` until the returned registration is dropped or the task
+/// itself is.
+pub fn register<T: Reap>(task: &Arc<T>, interval: Duration) -> Registration {
+    let weak: Weak<dyn Reap> = Arc::downgrade(task) as Weak<dyn Reap>;
+    let r = reaper();
+    let mut st = r.state.lock();
+    st.next_id += 1;
+    let id = st.next_id;
+    st.entries.push(Entry { id, task: weak, interval, next: Instant::now() + interval });
+    ensure_thread(&mut st);
+    r.cv.notify_all();
+    Registration { id }
+}
+
+/// The number of registered tasks (for tests and leak checks).
+pub fn registered() -> usize {
+    reaper().state.lock().entries.len()
+}
+
+/// Whether the cleanup thread is alive (for tests and leak checks).
+pub fn is_running() -> bool {
+    reaper().state.lock().running
+}
+
+fn ensure_thread(st: &mut MutexGuard<'_, State>) {
+    if st.running || st.shutdown || st.entries.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("agentperf-cleanup".into()).spawn(run);
+    // If the OS refuses a thread, expiry stays lazy (on read) and nothing else breaks.
+    st.running = spawned.is_ok();
+}
+
+fn run() {
+    let r = reaper();
+    let mut st = r.state.lock();
+    loop {
+        st.entries.retain(|e| e.task.strong_count() > 0);
+        if st.shutdown || st.entries.is_empty() {
+            st.running = false;
+            r.cv.notify_all();
+            return;
+        }
+        let now = Instant::now();
+        let mut due: Vec<Weak<dyn Reap>> = Vec::new();
+        let mut wake = now + Duration::from_secs(3600);
+        for e in st.entries.iter_mut() {
+            if e.next <= now {
+                due.push(e.task.clone());
+                e.next = now + e.interval;
+            }
+            wake = wake.min(e.next);
+        }
+        if due.is_empty() {
+            r.cv.wait_until(&mut st, wake);
+            continue;
+        }
+        drop(st);
+        for task in due {
+            if let Some(task) = task.upgrade() {
+                let _busy = r.reaping.lock();
+                // A panicking task must not take the thread (and every other task) down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.reap()));
+            }
+        }
+        st = r.state.lock();
+    }
+}
+
+/// Stop the thread for good (interpreter exit). Waits up to `wait` for it to finish.
+pub fn shutdown(wait: Duration) {
+    let r = reaper();
+    let mut st = r.state.lock();
+    st.shutdown = true;
+    r.cv.notify_all();
+    let deadline = Instant::now() + wait;
+    while st.running {
+        if r.cv.wait_until(&mut st, deadline).timed_out() {
+            break;
+        }
+    }
+}
+
+/// Before `fork()`: wait for a running task to finish and hold the locks, so the child never
+/// inherits them locked. Call without holding the GIL (a task may need it).
+pub fn before_fork() {
+    let r = reaper();
+    std::mem::forget(r.reaping.lock());
+    std::mem::forget(r.state.lock());
+}
+
+/// After `fork()`, in the parent: release what [`before_fork`] took.
+pub fn after_fork_parent() {
+    let r = reaper();
+    // SAFETY: `before_fork` took both locks on this thread and forgot the guards.
+    unsafe {
+        r.state.force_unlock(GuardNoSend::new());
+        r.reaping.force_unlock(GuardNoSend::new());
+    }
+}
+
+/// After `fork()`, in the child: the thread did not survive the fork; start a new one.
+pub fn after_fork_child() {
+    let r = reaper();
+    // SAFETY: as in `after_fork_parent`; the child has only this thread.
+    unsafe {
+        r.state.force_unlock(GuardNoSend::new());
+        r.reaping.force_unlock(GuardNoSend::new());
+    }
+    let mut st = r.state.lock();
+    st.running = false;
+    ensure_thread(&mut st);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counter(AtomicUsize);
+    impl Reap for Counter {
+        fn reap(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_for(cond: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    // One test so the process-wide thread is observed without interference.
+    #[test]
+    fn one_thread_serves_all_and_stops_with_the_last() {
+        let a = Arc::new(Counter(AtomicUsize::new(0)));
+        let b = Arc::new(Counter(AtomicUsize::new(0)));
+        let ra = register(&a, Duration::from_millis(5));
+        let rb = register(&b, Duration::from_millis(5));
+        assert!(is_running());
+        assert!(wait_for(|| a.0.load(Ordering::SeqCst) >= 3 && b.0.load(Ordering::SeqCst) >= 3));
+        drop(ra);
+        let before = a.0.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(a.0.load(Ordering::SeqCst) <= before + 1, "unregistered task still runs");
+        drop(rb);
+        assert!(wait_for(|| !is_running()), "thread did not stop with the last registration");
+        // A task whose owner is gone is dropped from the registry too.
+        let c = Arc::new(Counter(AtomicUsize::new(0)));
+        let rc = register(&c, Duration::from_millis(1));
+        assert!(is_running());
+        drop(c);
+        assert!(wait_for(|| !is_running()), "thread kept running for a dead task");
+        drop(rc);
+        assert_eq!(registered(), 0);
+    }
+}
