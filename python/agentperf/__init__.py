@@ -15,6 +15,7 @@ import os as _os
 from . import _agentperf
 from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
+from ._agentperf import hash_key
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 
 __version__: str = _agentperf.__version__
@@ -31,6 +32,7 @@ __all__ = [
     "PoolConfig",
     "PoolTimeoutError",
     "__version__",
+    "hash_key",
 ]
 
 # The shared cleanup thread survives neither fork nor exit on its own.

@@ -5,6 +5,7 @@
 pub mod aio;
 pub mod clock;
 pub mod errors;
+pub mod keys;
 mod lifecycle;
 pub mod reaper;
 pub mod waitq;
@@ -19,6 +20,9 @@ mod _agentperf {
     use crate::lifecycle::{
         _after_fork_child, _after_fork_parent, _before_fork, _cleanup_thread_state, _shutdown,
     };
+
+    #[pymodule_export]
+    use crate::keys::hash_key;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
