@@ -26,14 +26,31 @@ def test_error_tree() -> None:
 def test_config_defaults_follow_the_seed() -> None:
     c = ap.CacheConfig()
     assert (c.max_size, c.ttl, c.cleanup_interval, c.enable_stats, c.key_generator) == (
-        1000, 600.0, 60.0, True, None)
+        1000,
+        600.0,
+        60.0,
+        True,
+        None,
+    )
     p = ap.PoolConfig()
-    assert (p.initial_size, p.max_size, p.idle_timeout, p.max_lifetime, p.acquire_timeout,
-            p.cleanup_interval, p.check) == (5, 50, 300.0, 1800.0, 10.0, 60.0, None)
+    assert (
+        p.initial_size,
+        p.max_size,
+        p.idle_timeout,
+        p.max_lifetime,
+        p.acquire_timeout,
+        p.cleanup_interval,
+        p.check,
+    ) == (5, 50, 300.0, 1800.0, 10.0, 60.0, None)
     assert ap.PoolConfig(max_size=2).initial_size == 2
     b = ap.BatchConfig()
     assert (b.max_concurrency, b.timeout, b.item_timeout, b.error_policy, b.enable_stats) == (
-        10, 300.0, None, ap.ErrorPolicy.CONTINUE, True)
+        10,
+        300.0,
+        None,
+        ap.ErrorPolicy.CONTINUE,
+        True,
+    )
 
 
 def test_config_accepts_timedelta_and_inf() -> None:
@@ -110,7 +127,7 @@ def test_agent_shapes_sync() -> None:
     assert adapt(lambda x: x - 1).call(5) == 4
     assert adapt(_async_fn).call(2) == 6
     assert adapt(_AsyncCall()).call(4) == -4
-    with pytest.raises(TypeError, match="agent=.*int"):
+    with pytest.raises(TypeError, match=r"agent=.*int"):
         adapt(42)
 
 

@@ -13,9 +13,9 @@ import atexit as _atexit
 import os as _os
 
 from . import _agentperf
+from ._agentperf import hash_key
 from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
-from ._agentperf import hash_key
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 
 __version__: str = _agentperf.__version__

@@ -43,8 +43,11 @@ class CacheConfig:
         set_(self, "max_size", v.integer("max_size", self.max_size, minimum=1))
         ttl = v.seconds("ttl", self.ttl)
         set_(self, "ttl", None if ttl == float("inf") else ttl)
-        set_(self, "cleanup_interval", v.seconds("cleanup_interval", self.cleanup_interval,
-                                                 allow_none=False))
+        set_(
+            self,
+            "cleanup_interval",
+            v.seconds("cleanup_interval", self.cleanup_interval, allow_none=False),
+        )
         set_(self, "enable_stats", v.boolean("enable_stats", self.enable_stats))
         set_(self, "key_generator", v.optional_callable("key_generator", self.key_generator))
 
@@ -70,7 +73,7 @@ class PoolConfig:
     cleanup_interval: float = 60.0
     """Seconds between rounds of the shared cleanup thread for this pool."""
     check: Callable[[Any], bool] | None = None
-    """``check(agent) -> bool`` before a reused agent is handed out; falsy or raising destroys it."""
+    """Runs before a reused agent is handed out; falsy or raising destroys it."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -81,15 +84,16 @@ class PoolConfig:
         else:
             initial = v.integer("initial_size", self.initial_size, minimum=0)
             if initial > max_size:
-                raise ValueError(
-                    f"initial_size={initial!r}: must be <= max_size ({max_size})"
-                )
+                raise ValueError(f"initial_size={initial!r}: must be <= max_size ({max_size})")
             set_(self, "initial_size", initial)
         for name in ("idle_timeout", "max_lifetime", "acquire_timeout"):
             s = v.seconds(name, getattr(self, name))
             set_(self, name, None if s == float("inf") else s)
-        set_(self, "cleanup_interval",
-             v.seconds("cleanup_interval", self.cleanup_interval, allow_none=False))
+        set_(
+            self,
+            "cleanup_interval",
+            v.seconds("cleanup_interval", self.cleanup_interval, allow_none=False),
+        )
         set_(self, "check", v.optional_callable("check", self.check))
 
 
@@ -119,8 +123,7 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "max_concurrency",
-             v.integer("max_concurrency", self.max_concurrency, minimum=1))
+        set_(self, "max_concurrency", v.integer("max_concurrency", self.max_concurrency, minimum=1))
         for name in ("timeout", "item_timeout"):
             s = v.seconds(name, getattr(self, name))
             set_(self, name, None if s == float("inf") else s)
@@ -143,7 +146,7 @@ class BatchConfig:
 
 
 def build(cls: type[Any], config: Any, overrides: dict[str, Any]) -> Any:
-    """``config`` (or the defaults) with keyword overrides; the wrappers' shared constructor rule."""
+    """``config`` (or the defaults) with keyword overrides: the wrappers' constructor rule."""
     if config is not None and not isinstance(config, cls):
         raise TypeError(f"config={config!r}: expected a {cls.__name__} or None")
     if config is None:
