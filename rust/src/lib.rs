@@ -7,9 +7,9 @@ pub mod clock;
 pub mod errors;
 pub mod keys;
 mod lifecycle;
+pub mod pool;
 pub mod reaper;
 pub mod waitq;
-
 
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
