@@ -16,6 +16,7 @@ from . import _agentperf
 from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from ._agentperf import hash_key
+from .pool import AgentPool, PoolStats
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 
 __version__: str = _agentperf.__version__
@@ -24,12 +25,14 @@ __all__ = [
     "Agent",
     "AgentAdapter",
     "AgentPerfError",
+    "AgentPool",
     "BatchConfig",
     "BatchTimeoutError",
     "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
     "PoolConfig",
+    "PoolStats",
     "PoolTimeoutError",
     "__version__",
     "hash_key",

@@ -24,6 +24,9 @@ mod _agentperf {
     #[pymodule_export]
     use crate::keys::hash_key;
 
+    #[pymodule_export]
+    use crate::pool::py::{PyPool, PyWaiter};
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::errors::register(m)?;
