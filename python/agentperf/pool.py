@@ -147,6 +147,15 @@ def _make_sync(factory: Callable[[], Any]) -> tuple[Any, Any, Any]:
     return agent, ad.call, ad.acall
 
 
+class _Expired(Exception):
+    """Set on a parked waiter's future when its acquire timeout passes."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
 def _timeout(value: Any) -> float | None:
     if value is None:
         return None
@@ -359,17 +368,21 @@ class AgentPool(_Pool):
                 return await self._acreate()
             if kind == 2:
                 waiter: _PoolWaiter = value
+                fut = waiter.future
+                timer = None
+                if deadline is not None:
+                    timer = loop.call_later(max(0.0, deadline - loop.time()), _expire, fut)
                 try:
-                    if deadline is None:
-                        await waiter.future
-                    else:
-                        await asyncio.wait_for(waiter.future, max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    waiter.withdraw(True)
-                    raise PoolTimeoutError(f"no agent became free within {wait} s") from None
-                except BaseException:
-                    waiter.withdraw(False)
+                    await fut
+                except BaseException as e:
+                    expired = isinstance(e, _Expired)
+                    waiter.withdraw(expired)
+                    if expired:
+                        raise PoolTimeoutError(f"no agent became free within {wait} s") from None
                     raise
+                finally:
+                    if timer is not None:
+                        timer.cancel()
                 kind, value, acall = waiter.take()
                 continue
             kind, value, acall = self._atry()
