@@ -131,8 +131,12 @@ def test_bad_factory_and_config_types() -> None:
 
 
 def test_timedelta_and_inf_accepted() -> None:
-    with ap.AgentPool(Factory(), max_size=1, idle_timeout=math.inf,
-                      acquire_timeout=datetime.timedelta(milliseconds=20)) as p:
+    with ap.AgentPool(
+        Factory(),
+        max_size=1,
+        idle_timeout=math.inf,
+        acquire_timeout=datetime.timedelta(milliseconds=20),
+    ) as p:
         assert p.config.idle_timeout is None
         a = p.acquire()
         t0 = time.monotonic()
@@ -169,7 +173,7 @@ def test_every_agent_shape_is_pooled() -> None:
         def invoke(self, x: int) -> int:
             return x * 3
 
-    for make, want in [(lambda: afn, 2), (Inv, 3), (lambda: (lambda x: x), 1)]:
+    for make, want in [(lambda: afn, 2), (Inv, 3), (lambda: lambda x: x, 1)]:
         with ap.AgentPool(make, max_size=1) as p:
             assert p.execute(1) == want
             assert asyncio.run(p.aexecute(1)) == want
@@ -235,7 +239,7 @@ def test_lease_context_manager_sync_and_async() -> None:
 
 
 def test_pool_is_an_agent() -> None:
-    with ap.AgentPool(lambda: (lambda x: -x), max_size=2) as inner:
+    with ap.AgentPool(lambda: lambda x: -x, max_size=2) as inner:
         ad = adapt(inner)
         assert ad.call(3) == -3
         assert asyncio.run(ad.acall(4)) == -4
@@ -381,13 +385,20 @@ def test_a_waiter_giving_up_does_not_lose_the_wakeup() -> None:
     with ap.AgentPool(Factory(), max_size=1, acquire_timeout=10) as p:
         a = p.acquire()
         got: list[Any] = []
-        impatient = threading.Thread(target=lambda: pytest.raises(
-            ap.PoolTimeoutError, p.acquire, timeout=0.05))
+        gave_up: list[bool] = []
+
+        def give_up() -> None:
+            with pytest.raises(ap.PoolTimeoutError):
+                p.acquire(timeout=0.05)
+            gave_up.append(True)
+
+        impatient = threading.Thread(target=give_up)
         impatient.start()
         wait_for(lambda: p.stats().waiting == 1)
         patient = threading.Thread(target=lambda: got.append(p.acquire()))
         patient.start()
         impatient.join()
+        assert gave_up == [True]
         p.release(a)
         patient.join(5)
         assert got == [a], "the remaining waiter was never woken"
@@ -465,8 +476,7 @@ def test_factory_never_runs_under_a_pool_lock() -> None:
 def test_expired_agents_are_never_handed_out() -> None:
     f = Factory()
     # The cleanup thread never runs in this test (interval far away).
-    with ap.AgentPool(f, max_size=2, initial_size=1, max_lifetime=0.1,
-                      cleanup_interval=3600) as p:
+    with ap.AgentPool(f, max_size=2, initial_size=1, max_lifetime=0.1, cleanup_interval=3600) as p:
         old = f.made[0]
         time.sleep(0.15)
         a = p.acquire()
@@ -531,8 +541,9 @@ def test_check_raising_destroys_and_goes_on() -> None:
 
 def test_check_runs_on_handoff_to_a_waiter() -> None:
     seen: list[Any] = []
-    with ap.AgentPool(Factory(), max_size=1, initial_size=0,
-                      check=lambda a: seen.append(a) or False) as p:
+    with ap.AgentPool(
+        Factory(), max_size=1, initial_size=0, check=lambda a: seen.append(a) or False
+    ) as p:
         a = p.acquire()
         got: list[Any] = []
         t = threading.Thread(target=lambda: got.append(p.acquire(timeout=5)))
@@ -707,8 +718,7 @@ def test_aclose_called_on_destroy_with_and_without_a_loop() -> None:
 
 def test_cleanup_thread_recycles_idle_agents_above_initial_size() -> None:
     f = Factory()
-    with ap.AgentPool(f, max_size=4, initial_size=1, idle_timeout=0.05,
-                      cleanup_interval=0.02) as p:
+    with ap.AgentPool(f, max_size=4, initial_size=1, idle_timeout=0.05, cleanup_interval=0.02) as p:
         leased = [p.acquire() for _ in range(4)]
         for a in leased:
             p.release(a)
@@ -721,8 +731,7 @@ def test_cleanup_thread_recycles_idle_agents_above_initial_size() -> None:
 
 def test_cleanup_thread_retires_agents_past_max_lifetime() -> None:
     f = Factory()
-    with ap.AgentPool(f, max_size=2, initial_size=2, max_lifetime=0.05,
-                      cleanup_interval=0.02) as p:
+    with ap.AgentPool(f, max_size=2, initial_size=2, max_lifetime=0.05, cleanup_interval=0.02) as p:
         wait_for(lambda: p.stats().size == 0)
         assert all(a.closed == 1 for a in f.made)
         assert p.stats().recycled == 2
@@ -739,8 +748,9 @@ def test_cleanup_thread_runs_aclose_on_the_pools_loop() -> None:
             where.append(threading.get_ident())
 
     async def main() -> None:
-        async with ap.AgentPool(AsyncAgent, max_size=1, max_lifetime=0.05,
-                                cleanup_interval=0.02) as p:
+        async with ap.AgentPool(
+            AsyncAgent, max_size=1, max_lifetime=0.05, cleanup_interval=0.02
+        ) as p:
             for _ in range(300):
                 if where:
                     break
@@ -762,6 +772,14 @@ def test_pool_is_collected_and_unregisters() -> None:
     gc.collect()
     assert ref() is None, "the pool is kept alive"
     assert ap._agentperf._cleanup_thread_state()[1] == before
+    # A factory that refers back to its pool makes a cycle the collector must see through.
+    holder: list[ap.AgentPool] = []
+    q = ap.AgentPool(lambda: holder and Agent(), max_size=1, initial_size=0)
+    holder.append(q)
+    ref = weakref.ref(q)
+    del q, holder
+    gc.collect()
+    assert ref() is None, "a pool in a reference cycle is never collected"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -797,3 +815,16 @@ def test_pool_works_in_a_forked_child() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     invariants(p)
     p.close()
+
+
+def test_a_factory_returning_one_object_many_times() -> None:
+    shared = Agent()
+    with ap.AgentPool(lambda: shared, max_size=3, initial_size=0) as p:
+        leased = [p.acquire() for _ in range(3)]
+        assert all(a is shared for a in leased) and p._leased() == 3
+        for a in leased:
+            p.release(a)
+        with pytest.raises(ValueError):
+            p.release(shared)
+        s = invariants(p)
+        assert (s.size, s.idle_count, s.active_count) == (3, 3, 0)

@@ -10,6 +10,7 @@ import itertools
 import os
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -53,6 +54,8 @@ class Tracked:
     def execute(self, x: int) -> int:
         self.take()
         try:
+            if x % 5 == 0:
+                time.sleep(0)  # let other threads in while this agent is busy
             if x % 13 == 0:
                 raise ValueError(x)
             return x
@@ -135,6 +138,8 @@ def test_sixteen_threads() -> None:
                     except ap.PoolTimeoutError:
                         continue
                     a.take()
+                    if r > 0.9:
+                        time.sleep(0.0001)
                     a.give()
                     pool.release(a, discard=rnd.random() < 0.05)
         except BaseException as e:  # pragma: no cover - reported below
@@ -186,8 +191,11 @@ async def test_asyncio_with_random_cancellations() -> None:
             await asyncio.sleep(0)
             rnd.choice(tasks).cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        bad = [r for r in results if r is not None and not isinstance(
-            r, (asyncio.CancelledError, ap.PoolTimeoutError))]
+        bad = [
+            r
+            for r in results
+            if r is not None and not isinstance(r, (asyncio.CancelledError, ap.PoolTimeoutError))
+        ]
         assert bad == []
         assert sum(isinstance(r, asyncio.CancelledError) for r in results) > 0
         s = pool.stats()
@@ -253,9 +261,15 @@ class Model(RuleBasedStateMachine):
         self.bad: set[int] = set()
         self.next_id = 0
         self.agents: dict[int, Any] = {}
-        self.pool = ap.AgentPool(self.make, max_size=self.max_size, initial_size=1,
-                                 acquire_timeout=0.001, check=self.check,
-                                 idle_timeout=None, max_lifetime=None)
+        self.pool = ap.AgentPool(
+            self.make,
+            max_size=self.max_size,
+            initial_size=1,
+            acquire_timeout=0.001,
+            check=self.check,
+            idle_timeout=None,
+            max_lifetime=None,
+        )
         self.idle: list[int] = [0]
         self.out: set[int] = set()
         self.created, self.destroyed = 1, 0
@@ -353,8 +367,7 @@ class Model(RuleBasedStateMachine):
         assert s.idle_count == len(self.idle)
         assert s.active_count == len(self.out)
         assert (s.created, s.destroyed) == (self.created, self.destroyed)
-        assert (s.acquired, s.released, s.timeouts) == (self.acquired, self.released,
-                                                         self.timeouts)
+        assert (s.acquired, s.released, s.timeouts) == (self.acquired, self.released, self.timeouts)
         assert s.waiting == 0 and s.size <= self.max_size
 
     def teardown(self) -> None:

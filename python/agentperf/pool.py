@@ -333,7 +333,7 @@ class AgentPool(_Pool):
 
     async def aexecute(self, input: Any) -> Any:
         """Acquire, ``await`` the agent on ``input``, release: :meth:`execute` for asyncio."""
-        kind, agent, acall = self._atry() if self._filled else (9, None, None)
+        kind, agent, acall = self._atry()
         if kind != 0:
             agent, acall = await self._aacquire(None, kind, agent, acall)
         try:
@@ -356,6 +356,15 @@ class AgentPool(_Pool):
         self, timeout: float | None, kind: int, value: Any, acall: Any
     ) -> tuple[Any, Any]:
         if kind == 9:
+            kind, value, acall = self._atry()
+        if not self._filled:
+            # Undo the first step: the initial agents come first (an async factory).
+            if kind == 0:
+                self.release(value)
+            elif kind == 1:
+                self._create_failed()
+            elif kind == 2:
+                value.withdraw()
             await self._afill()
             kind, value, acall = self._atry()
         wait = self._config.acquire_timeout if timeout is None else timeout
@@ -423,6 +432,5 @@ def _after_fork_child() -> None:
         pool._after_fork_child()
 
 
-# Registered at import, before the package registers the cleanup thread's hooks.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_child)
