@@ -2,9 +2,9 @@
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __version__: Final[str]
 
@@ -18,6 +18,7 @@ def hash_key(obj: object, /) -> str:
 
 # -- pool (rust/src/pool/py.rs) ----------------------------------------------------------
 
+@disjoint_base
 class _Pool:
     """The Rust half of ``agentperf.AgentPool``; not for direct use."""
 
@@ -46,9 +47,9 @@ class _Pool:
         """Whether ``close()`` ran."""
     def _fill(self) -> None: ...
     def _reserve_initial(self) -> bool: ...
-    def _add_idle(self, obj: Any, call: Any, acall: Any, /) -> None: ...
+    def _add_idle(self, obj: Any, call: Any, acall: Any) -> None: ...
     def _atry(self) -> tuple[int, Any, Any]: ...
-    def _adopt(self, obj: Any, call: Any, acall: Any, /) -> Any: ...
+    def _adopt(self, obj: Any, call: Any, acall: Any) -> Any: ...
     def _create_failed(self) -> None: ...
     def _stats(
         self,
@@ -57,6 +58,7 @@ class _Pool:
     def _reap(self) -> None: ...
     def _after_fork_child(self) -> None: ...
 
+@final
 class _PoolWaiter:
     """An asyncio task parked on a pool."""
 

@@ -331,7 +331,7 @@ class AgentPool(_Pool):
         agent, _ = await self._aacquire(_timeout(timeout), 9, None, None)
         return agent
 
-    async def aexecute(self, input: Any) -> Any:
+    async def aexecute(self, input: Any, /) -> Any:
         """Acquire, ``await`` the agent on ``input``, release: :meth:`execute` for asyncio."""
         kind, agent, acall = self._atry()
         if kind != 0:

@@ -772,7 +772,7 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         let h = t.try_take().unwrap();
         assert!(matches!(c.take(h, &mut fx), Handoff::Create));
-        drop(y);
+        let _ = y;
     }
 
     #[test]
@@ -851,7 +851,7 @@ mod tests {
         assert_eq!((s.active, s.size, s.waiting), (0, 0, 0));
         c.release(a, false, &mut fx);
         assert_eq!(fx.forget, vec![1], "a parent's lease is ignored");
-        drop(b);
+        let _ = b;
         assert_eq!(s.created - s.destroyed, s.size as u64);
     }
 

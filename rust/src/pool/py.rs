@@ -220,10 +220,11 @@ impl PyPool {
 
     /// Create an agent for a reserved slot, outside every lock.
     fn create(&self, py: Python<'_>) -> PyResult<Entry<Agent>> {
-        let made = self.make.bind(py).call0().and_then(|t| {
-            t.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()
-                .map_err(PyErr::from)
-        });
+        let made = self
+            .make
+            .bind(py)
+            .call0()
+            .and_then(|t| t.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>());
         match made {
             Ok((obj, call, acall)) => self.adopt(py, Agent { obj, call, acall }),
             Err(err) => {
@@ -414,6 +415,7 @@ impl PyPool {
 
     /// Acquire an agent, call it on `input`, release it; the agent's exception (if any)
     /// reaches the caller unchanged and the agent goes back to the pool.
+    #[pyo3(signature = (input, /))]
     fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let e = self.acquire_entry(py, None)?;
         self.core().acquired();
