@@ -772,12 +772,16 @@ def test_pool_is_collected_and_unregisters() -> None:
     gc.collect()
     assert ref() is None, "the pool is kept alive"
     assert ap._agentperf._cleanup_thread_state()[1] == before
+
     # A factory that refers back to its pool makes a cycle the collector must see through.
-    holder: list[ap.AgentPool] = []
-    q = ap.AgentPool(lambda: holder and Agent(), max_size=1, initial_size=0)
-    holder.append(q)
+    class SelfRef(Factory):
+        pool: ap.AgentPool | None = None
+
+    f = SelfRef()
+    q = ap.AgentPool(f, max_size=1, initial_size=0)
+    f.pool = q
     ref = weakref.ref(q)
-    del q, holder
+    del q, f
     gc.collect()
     assert ref() is None, "a pool in a reference cycle is never collected"
 
@@ -828,3 +832,16 @@ def test_a_factory_returning_one_object_many_times() -> None:
             p.release(shared)
         s = invariants(p)
         assert (s.size, s.idle_count, s.active_count) == (3, 3, 0)
+
+
+async def test_blocking_wait_inside_a_running_loop_is_refused() -> None:
+    async with ap.AgentPool(Factory(), max_size=1) as p:
+        a = p.acquire()  # an idle agent: no wait, allowed
+        with pytest.raises(RuntimeError, match="aacquire"):
+            p.acquire(timeout=1)
+        with pytest.raises(RuntimeError, match="event loop"):
+            p.execute(1)
+        p.release(a)
+        assert p.execute(2)[1] == 2
+        s = invariants(p)
+        assert (s.waiting, s.waits) == (0, 0)

@@ -252,7 +252,8 @@ class AgentPool(_Pool):
         """Lease an agent, waiting up to ``timeout`` seconds (``None``: ``acquire_timeout``).
 
         Raises ``PoolTimeoutError`` when none became free in time, ``PoolClosedError`` after
-        ``close()``. Give it back with :meth:`release`.
+        ``close()``, and ``RuntimeError`` instead of waiting in a thread that runs an event
+        loop (use :meth:`aacquire` there). Give it back with :meth:`release`.
         """
         return super().acquire(_timeout(timeout))
 

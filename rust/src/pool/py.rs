@@ -270,6 +270,15 @@ impl PyPool {
                 },
                 Acquire::Create => return self.create(py),
                 Acquire::Full => {
+                    // Blocking here could wait for a task of this very loop: refuse.
+                    if crate::aio::in_running_loop(py)? {
+                        return Err(Error::Runtime(
+                            "every agent is busy and waiting would block the running event \
+                             loop: use `await pool.aacquire()` / `await pool.aexecute()`"
+                                .into(),
+                        )
+                        .into());
+                    }
                     let mut fx = Fx::new();
                     let t = core.register(None, &mut fx);
                     self.inner.settle(py, fx);
