@@ -190,6 +190,8 @@ class AgentPool(_Pool):
     ``factory`` is allowed: its initial agents are made on ``async with pool`` or on the
     first ``aacquire``/``aexecute``. Waiters (threads and tasks alike) are served first come,
     first served; an agent released while someone waits goes straight to the oldest waiter.
+    Ages are read from a coarse monotonic clock, so an agent may be retired up to two clock
+    ticks (a few ms) before ``max_lifetime``, never after it.
     """
 
     _factory: Callable[[], Any]

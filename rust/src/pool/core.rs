@@ -21,7 +21,7 @@ use crate::clock::{to_nanos, Clock, Nanos};
 use crate::errors::Error;
 use crate::waitq::{Ticket, WaitQueue};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,13 +160,15 @@ impl Stats {
 pub type PoolTicket<T> = Arc<Ticket<Handoff<T>>>;
 
 /// The pool core, generic over the pooled object `T`, the waiter notifier `N` and the clock.
+///
+/// No lock on the hit path: a close racing with a release is resolved like a wake-up (the
+/// releaser re-checks `closed` after publishing the object, `close` drains after publishing
+/// `closed`).
 pub struct PoolCore<T, N, C> {
     limits: Limits,
     clock: C,
     max_lifetime: Option<Nanos>,
     idle_timeout: Option<Nanos>,
-    /// Ops take it shared; `close` takes it exclusively, so no op straddles a close.
-    gate: RwLock<()>,
     idle_tx: Sender<Entry<T>>,
     idle_rx: Receiver<Entry<T>>,
     waiters: Mutex<WaitQueue<Handoff<T>, N>>,
@@ -195,7 +197,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
             clock,
             max_lifetime: limits.max_lifetime.map(to_nanos),
             idle_timeout: limits.idle_timeout.map(to_nanos),
-            gate: RwLock::new(()),
             idle_tx,
             idle_rx,
             waiters: Mutex::new(WaitQueue::new()),
@@ -246,6 +247,25 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         false
     }
 
+    /// Put an object in the idle set. A close that ran meanwhile may have drained the set
+    /// already: whoever sees the other's write (the object, or `closed`) drains it.
+    fn stash(&self, e: Entry<T>, fx: &mut Effects<T, N>) {
+        // The receiver lives as long as `self`, so the send cannot fail.
+        let _ = self.idle_tx.send(e);
+        fence(SeqCst);
+        if self.closed.load(SeqCst) {
+            self.drain_idle(fx);
+        }
+    }
+
+    fn drain_idle(&self, fx: &mut Effects<T, N>) {
+        while let Ok(e) = self.idle_rx.try_recv() {
+            self.destroyed.fetch_add(1, Relaxed);
+            self.size.fetch_sub(1, SeqCst);
+            fx.destroy.push(e.item);
+        }
+    }
+
     /// Hand `h` to the oldest live waiter; if there is none, an object goes idle and a slot
     /// is freed. Under the queue lock, so a waiter registering next re-checks after us.
     fn dispatch(&self, h: Handoff<T>, fx: &mut Effects<T, N>) {
@@ -255,10 +275,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
                 self.nwaiting.fetch_sub(1, SeqCst);
                 fx.wake.push(n);
             }
-            Err(Handoff::Agent(e)) => {
-                // The receiver lives as long as `self`, so the send cannot fail.
-                let _ = self.idle_tx.send(e);
-            }
+            Err(Handoff::Agent(e)) => self.stash(e, fx),
             Err(Handoff::Create) => {
                 self.size.fetch_sub(1, SeqCst);
             }
@@ -303,8 +320,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         if self.nwaiting.load(SeqCst) > 0 {
             return self.dispatch(Handoff::Agent(e), fx);
         }
-        let _ = self.idle_tx.send(e);
-        fence(SeqCst);
+        self.stash(e, fx);
         if self.nwaiting.load(SeqCst) > 0 {
             if let Ok(e) = self.idle_rx.try_recv() {
                 self.dispatch(Handoff::Agent(e), fx);
@@ -316,7 +332,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// slot to create one, else [`Acquire::Full`]. Expired idle objects met on the way are
     /// put in `fx.destroy`.
     pub fn try_acquire(&self, fx: &mut Effects<T, N>) -> Result<Acquire<T>, Error> {
-        let _g = self.gate.read();
         if self.is_closed() {
             return Err(Error::PoolClosed);
         }
@@ -342,7 +357,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// Park a waiter at the back of the queue. Re-checks the idle set and the free slots
     /// after publishing, so a release racing with this registration is never missed.
     pub fn register(&self, notify: N, fx: &mut Effects<T, N>) -> Result<PoolTicket<T>, Error> {
-        let _g = self.gate.read();
         let t = {
             let mut q = self.waiters.lock();
             if self.is_closed() {
@@ -369,7 +383,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// meantime is handed on, so nothing is lost. Call once per ticket, and not after the
     /// ticket's value was taken.
     pub fn withdraw(&self, t: &Ticket<Handoff<T>>, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         match t.withdraw() {
             None => {
                 self.nwaiting.fetch_sub(1, SeqCst);
@@ -409,7 +422,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Return a handed-out object; `discard` destroys it instead of reusing it.
     pub fn release(&self, e: Entry<T>, discard: bool, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         if e.generation != self.generation.load(Acquire) {
             // Leased in a forked parent and already written off.
             fx.forget.push(e.item);
@@ -425,7 +437,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Destroy an object that failed the caller's health check; its slot is freed.
     pub fn reject(&self, e: Entry<T>, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         self.destroy_entry(e, false, fx);
     }
 
@@ -441,7 +452,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// Report a successful creation for a reserved slot. On a closed pool the object comes
     /// back (`Err`) for the caller to destroy.
     pub fn created(&self, item: T) -> Result<Entry<T>, T> {
-        let _g = self.gate.read();
         self.created.fetch_add(1, Relaxed);
         if self.is_closed() {
             self.destroyed.fetch_add(1, Relaxed);
@@ -459,7 +469,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Report a failed creation: the slot is freed and, if someone waits, handed on.
     pub fn create_failed(&self, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         self.size.fetch_sub(1, SeqCst);
         self.refill(fx);
     }
@@ -471,14 +480,12 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Put a freshly created object (from [`Self::reserve_initial`]) in the idle set.
     pub fn add_idle(&self, e: Entry<T>, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         self.offer(e, true, fx);
     }
 
     /// One round of maintenance: destroy idle objects past `max_lifetime`, and those idle
     /// longer than `idle_timeout` while the pool is above `initial_size`.
     pub fn reap(&self, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         if self.is_closed() || (self.idle_timeout.is_none() && self.max_lifetime.is_none()) {
             return;
         }
@@ -502,8 +509,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// Close: every waiter gets `Closed`, idle objects go to `fx.destroy`. Returns false if
     /// already closed. Objects released later are destroyed.
     pub fn close(&self, fx: &mut Effects<T, N>) -> bool {
-        let _g = self.gate.write();
-        if self.closed.swap(true, AcqRel) {
+        if self.closed.swap(true, SeqCst) {
             return false;
         }
         let tickets = self.waiters.lock().drain();
@@ -513,11 +519,8 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
                 fx.wake.push(n);
             }
         }
-        while let Ok(e) = self.idle_rx.try_recv() {
-            self.destroyed.fetch_add(1, Relaxed);
-            self.size.fetch_sub(1, SeqCst);
-            fx.destroy.push(e.item);
-        }
+        fence(SeqCst);
+        self.drain_idle(fx);
         true
     }
 
@@ -526,7 +529,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// waiters for which `keep` says true get `Retry`, the others (threads of the parent)
     /// are dropped untouched.
     pub fn after_fork_child(&self, mut keep: impl FnMut(&N) -> bool, fx: &mut Effects<T, N>) {
-        let _g = self.gate.read();
         self.generation.fetch_add(1, AcqRel);
         let out = self
             .acquired
@@ -911,5 +913,50 @@ mod tests {
         assert_eq!(s.waiting, 0);
         assert!(s.size <= 4 && peak.load(SeqCst) <= 4);
         assert_eq!(s.idle, s.size, "every live object is back, none lost");
+    }
+
+    #[test]
+    fn close_racing_with_releases_strands_nothing() {
+        for round in 0..50 {
+            let (c, _) = pool(4, 4, None, None);
+            let c = Arc::new(c);
+            let mut n = 0;
+            fill(&c, &mut n);
+            let destroyed = Arc::new(AtomicUsize::new(0));
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let (c, destroyed) = (c.clone(), destroyed.clone());
+                    std::thread::spawn(move || {
+                        let mut fx = Fx::new();
+                        for _ in 0..200 {
+                            match c.try_acquire(&mut fx) {
+                                Ok(Acquire::Ready(e)) => {
+                                    c.acquired();
+                                    c.release(e, false, &mut fx);
+                                }
+                                Ok(_) => std::thread::yield_now(),
+                                Err(_) => break,
+                            }
+                        }
+                        destroyed.fetch_add(fx.destroy.len(), SeqCst);
+                    })
+                })
+                .collect();
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            let mut fx = Fx::new();
+            c.close(&mut fx);
+            for h in hs {
+                h.join().unwrap();
+            }
+            let s = c.stats();
+            assert_eq!(
+                (s.size, s.idle, s.active),
+                (0, 0, 0),
+                "round {round}: {s:?}"
+            );
+            assert_eq!(fx.destroy.len() + destroyed.load(SeqCst), 4);
+        }
     }
 }
