@@ -11,6 +11,7 @@ pub mod pool;
 pub mod reaper;
 pub mod waitq;
 
+
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
 mod _agentperf {
