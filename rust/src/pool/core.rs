@@ -156,6 +156,9 @@ impl Stats {
     }
 }
 
+/// Largest `max_size` whose idle set is a preallocated array channel.
+const BOUNDED_UP_TO: usize = 4096;
+
 /// A parked waiter's ticket.
 pub type PoolTicket<T> = Arc<Ticket<Handoff<T>>>;
 
@@ -191,7 +194,13 @@ pub struct PoolCore<T, N, C> {
 impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// An empty pool; the caller creates `initial_size` objects with [`Self::reserve_initial`].
     pub fn new(limits: Limits, clock: C) -> Self {
-        let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
+        // The idle set never holds more than `max_size` objects: a bounded (array) channel
+        // is faster; a huge bound would preallocate too much, so past it the list flavor.
+        let (idle_tx, idle_rx) = if limits.max_size <= BOUNDED_UP_TO {
+            crossbeam_channel::bounded(limits.max_size)
+        } else {
+            crossbeam_channel::unbounded()
+        };
         Self {
             limits,
             clock,
@@ -250,8 +259,12 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// Put an object in the idle set. A close that ran meanwhile may have drained the set
     /// already: whoever sees the other's write (the object, or `closed`) drains it.
     fn stash(&self, e: Entry<T>, fx: &mut Effects<T, N>) {
-        // The receiver lives as long as `self`, so the send cannot fail.
-        let _ = self.idle_tx.send(e);
+        // Idle objects never outnumber `max_size` (the channel's bound) and the receiver
+        // lives as long as `self`; should that ever fail, the object is destroyed, not lost.
+        if let Err(err) = self.idle_tx.try_send(e) {
+            self.destroy_entry(err.into_inner(), false, fx);
+            return;
+        }
         fence(SeqCst);
         if self.closed.load(SeqCst) {
             self.drain_idle(fx);
@@ -555,7 +568,9 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         }
         for mut e in seen {
             e.generation = self.generation.load(Acquire);
-            let _ = self.idle_tx.send(e);
+            if let Err(err) = self.idle_tx.try_send(e) {
+                fx.forget.push(err.into_inner().item);
+            }
         }
     }
 
