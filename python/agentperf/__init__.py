@@ -16,8 +16,8 @@ from . import _agentperf
 from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from ._agentperf import hash_key
-from .pool import AgentPool, PoolStats
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .pool import AgentPool, PoolStats
 
 __version__: str = _agentperf.__version__
 
