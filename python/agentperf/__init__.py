@@ -17,6 +17,7 @@ from ._agentperf import hash_key
 from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .pool import AgentPool, PoolStats
 
 __version__: str = _agentperf.__version__
 
@@ -24,12 +25,14 @@ __all__ = [
     "Agent",
     "AgentAdapter",
     "AgentPerfError",
+    "AgentPool",
     "BatchConfig",
     "BatchTimeoutError",
     "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
     "PoolConfig",
+    "PoolStats",
     "PoolTimeoutError",
     "__version__",
     "hash_key",

@@ -1,6 +1,10 @@
 """Type stubs of the Rust extension ``agentperf._agentperf``."""
 
-from typing import Final
+import asyncio
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from typing_extensions import Self, disjoint_base
 
 __version__: Final[str]
 
@@ -11,6 +15,57 @@ class BatchTimeoutError(AgentPerfError, TimeoutError): ...
 
 def hash_key(obj: object, /) -> str:
     """The SHA-256 hex digest of ``obj``'s canonical, type-tagged encoding."""
+
+# -- pool (rust/src/pool/py.rs) ----------------------------------------------------------
+
+@disjoint_base
+class _Pool:
+    """The Rust half of ``agentperf.AgentPool``; not for direct use."""
+
+    def __new__(
+        cls,
+        make: Callable[[], tuple[Any, Any, Any]],
+        check: Callable[[Any], Any] | None,
+        destroy: Callable[[Any], None],
+        initial_size: int,
+        max_size: int,
+        idle_timeout: float | None,
+        max_lifetime: float | None,
+        acquire_timeout: float | None,
+        cleanup_interval: float,
+    ) -> Self: ...
+    def execute(self, input: Any, /) -> Any:
+        """Acquire an agent, call it on ``input``, release it."""
+    def acquire(self, timeout: float | None = None) -> Any:
+        """Lease an agent, waiting up to ``timeout`` seconds."""
+    def release(self, agent: Any, discard: bool = False) -> None:
+        """Give back a leased agent; ``discard=True`` destroys it."""
+    def close(self) -> None:
+        """Close the pool; closing twice is harmless."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` ran."""
+    def _fill(self) -> None: ...
+    def _reserve_initial(self) -> bool: ...
+    def _add_idle(self, obj: Any, call: Any, acall: Any) -> None: ...
+    def _atry(self) -> tuple[int, Any, Any]: ...
+    def _adopt(self, obj: Any, call: Any, acall: Any) -> Any: ...
+    def _create_failed(self) -> None: ...
+    def _stats(
+        self,
+    ) -> tuple[tuple[int, int, int, int, int], tuple[int, int, int, int, int, int, int], float]: ...
+    def _leased(self) -> int: ...
+    def _reap(self) -> None: ...
+    def _after_fork_child(self) -> None: ...
+
+@final
+class _PoolWaiter:
+    """An asyncio task parked on a pool."""
+
+    @property
+    def future(self) -> asyncio.Future[bool]: ...
+    def withdraw(self, timed_out: bool = False) -> None: ...
+    def take(self) -> tuple[int, Any, Any]: ...
 
 def _before_fork() -> None: ...
 def _after_fork_parent() -> None: ...

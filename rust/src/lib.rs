@@ -7,6 +7,7 @@ pub mod clock;
 pub mod errors;
 pub mod keys;
 mod lifecycle;
+pub mod pool;
 pub mod reaper;
 pub mod waitq;
 
@@ -22,6 +23,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::keys::hash_key;
+
+    #[pymodule_export]
+    use crate::pool::py::{PyPool, PyWaiter};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

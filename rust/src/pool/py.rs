@@ -1,0 +1,725 @@
+//! The Python binding of the pool core: `_Pool` (subclassed by `agentperf.AgentPool`) and
+//! `_PoolWaiter` (an asyncio waiter's handle).
+//!
+//! User code (the factory, `check`, an agent's call, destroying an agent) always runs here,
+//! in the binding, with no core lock held: the core returns [`Effects`] to perform.
+
+use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
+use crate::aio::AsyncWaiter;
+use crate::clock::{Clock, MonotonicClock, Nanos};
+use crate::errors::Error;
+use crate::reaper::{self, Reap, Registration};
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// A pooled agent: the user's object and its resolved sync and async call.
+#[derive(Debug)]
+pub struct Agent {
+    obj: Py<PyAny>,
+    call: Py<PyAny>,
+    acall: Py<PyAny>,
+}
+
+/// How a parked waiter is woken: `None` for a blocked thread (its ticket's condvar does it),
+/// an asyncio future for a task.
+#[derive(Debug)]
+pub struct AsyncNotify {
+    waiter: Arc<AsyncWaiter>,
+    thread: ThreadId,
+}
+
+type Notify = Option<AsyncNotify>;
+type Core = PoolCore<Agent, Notify, PoolClock>;
+
+/// The pool's clock: `CLOCK_MONOTONIC_COARSE` on 64-bit Linux (a few ns instead of tens: the
+/// hit path reads the clock twice), else the precise monotonic clock. Ages are compared with
+/// [`PoolClock::slack`] taken off `max_lifetime`, so an agent is retired up to two ticks
+/// early, never handed out late.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolClock;
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod coarse {
+    #[repr(C)]
+    pub struct Timespec {
+        pub tv_sec: i64,
+        pub tv_nsec: i64,
+    }
+    extern "C" {
+        pub fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        pub fn clock_getres(clock: i32, res: *mut Timespec) -> i32;
+    }
+    pub const CLOCK_MONOTONIC_COARSE: i32 = 6;
+
+    fn read(f: unsafe extern "C" fn(i32, *mut Timespec) -> i32) -> Option<u64> {
+        let mut ts = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { f(CLOCK_MONOTONIC_COARSE, &mut ts) };
+        (rc == 0).then(|| (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64)
+    }
+    pub fn now() -> Option<u64> {
+        read(clock_gettime)
+    }
+    pub fn resolution() -> Option<u64> {
+        read(clock_getres)
+    }
+}
+
+impl PoolClock {
+    fn coarse() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+        let ok = *OK.get_or_init(|| coarse::now().is_some() && coarse::resolution().is_some());
+        #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+        let ok = *OK.get_or_init(|| false);
+        ok
+    }
+
+    /// How much earlier than `max_lifetime` an agent may be retired (two clock ticks).
+    pub fn slack() -> Duration {
+        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+        if Self::coarse() {
+            return Duration::from_nanos(coarse::resolution().unwrap_or(0).saturating_mul(2));
+        }
+        Duration::ZERO
+    }
+}
+
+impl Clock for PoolClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+        if Self::coarse() {
+            if let Some(n) = coarse::now() {
+                return n;
+            }
+        }
+        MonotonicClock.now()
+    }
+}
+type Fx = Effects<Agent, Notify>;
+
+struct Inner {
+    core: Core,
+    /// `destroy(agent)`: calls the agent's close()/aclose(); never raises.
+    destroy: Py<PyAny>,
+}
+
+impl Inner {
+    /// Perform what the core asked for. No lock is held here.
+    fn run(&self, py: Python<'_>, fx: Fx) {
+        let Effects {
+            destroy,
+            wake,
+            forget,
+        } = fx;
+        for a in destroy {
+            if let Err(e) = self.destroy.bind(py).call1((a.obj,)) {
+                e.write_unraisable(py, None);
+            }
+        }
+        for n in wake.into_iter().flatten() {
+            n.waiter.wake(py);
+        }
+        drop(forget);
+    }
+
+    #[inline]
+    fn settle(&self, py: Python<'_>, fx: Fx) {
+        if !fx.is_empty() {
+            self.run(py, fx);
+        }
+    }
+}
+
+impl Reap for Inner {
+    fn reap(&self) {
+        let mut fx = Fx::new();
+        self.core.reap(&mut fx);
+        if !fx.is_empty() {
+            // At interpreter exit nothing can be closed any more; the objects are dropped.
+            let _ = Python::try_attach(|py| self.run(py, fx));
+        }
+    }
+}
+
+fn timeout_arg(v: Option<f64>) -> Result<Option<Duration>, Error> {
+    match v {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(Error::Config {
+            field: "timeout",
+            value: format!("{t}"),
+            why: "must be a non-negative number of seconds or None",
+        }),
+        Some(t) if t.is_infinite() => Ok(None),
+        Some(t) => Duration::try_from_secs_f64(t)
+            .map(Some)
+            .map_err(|_| Error::Config {
+                field: "timeout",
+                value: format!("{t}"),
+                why: "is too large",
+            }),
+    }
+}
+
+fn limit(field: &'static str, v: Option<f64>) -> Result<Option<Duration>, Error> {
+    match v {
+        None => Ok(None),
+        Some(s) => crate::clock::seconds(field, s),
+    }
+}
+
+/// The lease records of one object (a factory may return the same object more than once).
+enum Lease {
+    One(Entry<Agent>),
+    Many(Vec<Entry<Agent>>),
+}
+
+/// The Rust half of `agentperf.AgentPool`. Not for direct use.
+#[pyclass(frozen, subclass, module = "agentperf._agentperf", name = "_Pool")]
+pub struct PyPool {
+    inner: Arc<Inner>,
+    /// `make() -> (agent, call, acall)`: runs the factory (sync).
+    make: Py<PyAny>,
+    check: Option<Py<PyAny>>,
+    /// Agents leased through `acquire`/`aacquire`, by identity.
+    leases: Mutex<HashMap<usize, Lease>>,
+    acquire_timeout: Option<Duration>,
+    registration: Mutex<Option<Registration>>,
+}
+
+impl PyPool {
+    fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    /// Run the health check on a reused agent; a failing one is destroyed.
+    fn checked(&self, py: Python<'_>, e: Entry<Agent>) -> Result<Entry<Agent>, Entry<Agent>> {
+        let Some(check) = &self.check else {
+            return Ok(e);
+        };
+        let ok = match check.bind(py).call1((e.item.obj.clone_ref(py),)) {
+            Ok(v) => v.is_truthy().unwrap_or(false),
+            Err(_) => false,
+        };
+        if ok {
+            Ok(e)
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Create an agent for a reserved slot, outside every lock.
+    fn create(&self, py: Python<'_>) -> PyResult<Entry<Agent>> {
+        let made = self
+            .make
+            .bind(py)
+            .call0()
+            .and_then(|t| t.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>());
+        match made {
+            Ok((obj, call, acall)) => self.adopt(py, Agent { obj, call, acall }),
+            Err(err) => {
+                let mut fx = Fx::new();
+                self.core().create_failed(&mut fx);
+                self.inner.settle(py, fx);
+                Err(err)
+            }
+        }
+    }
+
+    fn adopt(&self, py: Python<'_>, a: Agent) -> PyResult<Entry<Agent>> {
+        match self.core().created(a) {
+            Ok(e) => Ok(e),
+            Err(a) => {
+                let mut fx = Fx::new();
+                fx.destroy.push(a);
+                self.inner.run(py, fx);
+                Err(Error::PoolClosed.into())
+            }
+        }
+    }
+
+    /// Acquire for the blocking API: idle, else create, else wait (detached).
+    fn acquire_entry(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Entry<Agent>> {
+        let wait = match timeout {
+            None => self.acquire_timeout,
+            t => timeout_arg(t)?,
+        };
+        let core = self.core();
+        loop {
+            let mut fx = Fx::new();
+            let r = core.try_acquire(&mut fx);
+            self.inner.settle(py, fx);
+            match r? {
+                Acquire::Ready(e) => match self.checked(py, e) {
+                    Ok(e) => return Ok(e),
+                    Err(bad) => {
+                        let mut fx = Fx::new();
+                        core.reject(bad, &mut fx);
+                        self.inner.settle(py, fx);
+                    }
+                },
+                Acquire::Create => return self.create(py),
+                Acquire::Full => {
+                    // Blocking here could wait for a task of this very loop: refuse.
+                    if crate::aio::in_running_loop(py)? {
+                        return Err(Error::Runtime(
+                            "every agent is busy and waiting would block the running event \
+                             loop: use `await pool.aacquire()` / `await pool.aexecute()`"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    let mut fx = Fx::new();
+                    let t = core.register(None, &mut fx);
+                    self.inner.settle(py, fx);
+                    let t = t?;
+                    let start = Instant::now();
+                    let deadline = wait.and_then(|w| start.checked_add(w));
+                    let got = py.detach(|| t.wait_until(deadline));
+                    let mut fx = Fx::new();
+                    let Some(h) = got else {
+                        core.withdraw(&t, &mut fx);
+                        core.record_wait(start.elapsed(), true);
+                        self.inner.settle(py, fx);
+                        return Err(
+                            Error::PoolTimeout(wait.map_or(0.0, |w| w.as_secs_f64())).into()
+                        );
+                    };
+                    core.record_wait(start.elapsed(), false);
+                    let h = core.take(h, &mut fx);
+                    self.inner.settle(py, fx);
+                    match self.serve(py, h)? {
+                        Some(e) => return Ok(e),
+                        None => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A handoff received by a blocked thread: `None` means start over.
+    fn serve(&self, py: Python<'_>, h: Handoff<Agent>) -> PyResult<Option<Entry<Agent>>> {
+        match h {
+            Handoff::Agent(e) => match self.checked(py, e) {
+                Ok(e) => Ok(Some(e)),
+                Err(bad) => {
+                    let mut fx = Fx::new();
+                    self.core().discard_keep_slot(bad, false, &mut fx);
+                    self.inner.settle(py, fx);
+                    self.create(py).map(Some)
+                }
+            },
+            Handoff::Create => self.create(py).map(Some),
+            Handoff::Closed => Err(Error::PoolClosed.into()),
+            Handoff::Retry => Ok(None),
+        }
+    }
+
+    fn put_back(&self, py: Python<'_>, e: Entry<Agent>, discard: bool) {
+        let mut fx = Fx::new();
+        self.core().release(e, discard, &mut fx);
+        self.inner.settle(py, fx);
+    }
+
+    /// Record a lease and hand out the agent (with its async call).
+    fn lease(&self, py: Python<'_>, e: Entry<Agent>) -> (u8, Py<PyAny>, Py<PyAny>) {
+        self.core().acquired();
+        let obj = e.item.obj.clone_ref(py);
+        let acall = e.item.acall.clone_ref(py);
+        let key = obj.as_ptr() as usize;
+        let mut leases = self.leases.lock();
+        match leases.remove(&key) {
+            None => leases.insert(key, Lease::One(e)),
+            Some(Lease::One(first)) => leases.insert(key, Lease::Many(vec![first, e])),
+            Some(Lease::Many(mut all)) => {
+                all.push(e);
+                leases.insert(key, Lease::Many(all))
+            }
+        };
+        drop(leases);
+        (0, obj, acall)
+    }
+}
+
+#[pymethods]
+impl PyPool {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (make, check, destroy, initial_size, max_size, idle_timeout,
+                        max_lifetime, acquire_timeout, cleanup_interval))]
+    fn new(
+        make: Py<PyAny>,
+        check: Option<Py<PyAny>>,
+        destroy: Py<PyAny>,
+        initial_size: usize,
+        max_size: usize,
+        idle_timeout: Option<f64>,
+        max_lifetime: Option<f64>,
+        acquire_timeout: Option<f64>,
+        cleanup_interval: f64,
+    ) -> PyResult<Self> {
+        if max_size < 1 {
+            return Err(Error::Config {
+                field: "max_size",
+                value: max_size.to_string(),
+                why: "must be >= 1",
+            }
+            .into());
+        }
+        if initial_size > max_size {
+            return Err(Error::Config {
+                field: "initial_size",
+                value: initial_size.to_string(),
+                why: "must be <= max_size",
+            }
+            .into());
+        }
+        let limits = Limits {
+            initial_size,
+            max_size,
+            idle_timeout: limit("idle_timeout", idle_timeout)?,
+            max_lifetime: limit("max_lifetime", max_lifetime)?.map(|l| {
+                l.saturating_sub(PoolClock::slack())
+                    .max(Duration::from_nanos(1))
+            }),
+        };
+        let acquire_timeout = limit("acquire_timeout", acquire_timeout)?;
+        let interval = crate::clock::seconds("cleanup_interval", cleanup_interval)?;
+        let inner = Arc::new(Inner {
+            core: PoolCore::new(limits, PoolClock),
+            destroy,
+        });
+        let registration = match interval {
+            Some(i) if limits.idle_timeout.is_some() || limits.max_lifetime.is_some() => {
+                Some(reaper::register(&inner, i))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            inner,
+            make,
+            check,
+            leases: Mutex::new(HashMap::new()),
+            acquire_timeout,
+            registration: Mutex::new(registration),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // So a factory or check that refers back to its pool is collectable.
+        visit.call(&self.make)?;
+        visit.call(&self.check)?;
+        visit.call(&self.inner.destroy)
+    }
+
+    /// Acquire an agent, call it on `input`, release it; the agent's exception (if any)
+    /// reaches the caller unchanged and the agent goes back to the pool.
+    #[pyo3(signature = (input, /))]
+    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let e = self.acquire_entry(py, None)?;
+        self.core().acquired();
+        let out = e.item.call.bind(py).call1((input,)).map(Bound::unbind);
+        self.put_back(py, e, false);
+        out
+    }
+
+    /// Lease an agent, waiting up to `timeout` seconds (`None`: the pool's
+    /// `acquire_timeout`) for one to become free; then `PoolTimeoutError`.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let e = self.acquire_entry(py, timeout)?;
+        Ok(self.lease(py, e).1)
+    }
+
+    /// Give back a leased agent; `discard=True` destroys it instead. `ValueError` for an
+    /// object that is not a leased agent of this pool (or was released already).
+    #[pyo3(signature = (agent, discard=false))]
+    fn release(&self, py: Python<'_>, agent: &Bound<'_, PyAny>, discard: bool) -> PyResult<()> {
+        let key = agent.as_ptr() as usize;
+        let e = {
+            let mut leases = self.leases.lock();
+            match leases.remove(&key) {
+                Some(Lease::One(e)) => Some(e),
+                Some(Lease::Many(mut all)) => {
+                    let e = all.pop();
+                    if all.len() == 1 {
+                        leases.insert(key, Lease::One(all.remove(0)));
+                    } else if !all.is_empty() {
+                        leases.insert(key, Lease::Many(all));
+                    }
+                    e
+                }
+                None => None,
+            }
+        };
+        match e {
+            Some(e) => {
+                self.put_back(py, e, discard);
+                Ok(())
+            }
+            None => Err(PyValueError::new_err(format!(
+                "release(agent=<{} object at {key:#x}>): not an agent leased from this pool, \
+                 or released already",
+                agent
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Close the pool: waiters get `PoolClosedError`, idle agents are destroyed, agents
+    /// released later are destroyed. Closing twice is harmless.
+    fn close(&self, py: Python<'_>) {
+        let mut fx = Fx::new();
+        if self.core().close(&mut fx) {
+            let reg = self.registration.lock().take();
+            drop(reg);
+        }
+        self.inner.settle(py, fx);
+    }
+
+    /// Whether `close()` ran.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core().is_closed()
+    }
+
+    /// Create agents (sync factory) until the pool holds `initial_size`.
+    fn _fill(&self, py: Python<'_>) -> PyResult<()> {
+        while self.core().reserve_initial() {
+            let e = self.create(py)?;
+            let mut fx = Fx::new();
+            self.core().add_idle(e, &mut fx);
+            self.inner.settle(py, fx);
+        }
+        Ok(())
+    }
+
+    /// Reserve a slot for one of the `initial_size` agents (async factory).
+    fn _reserve_initial(&self) -> bool {
+        self.core().reserve_initial()
+    }
+
+    /// Put an agent created for a reserved initial slot in the idle set.
+    fn _add_idle(
+        &self,
+        py: Python<'_>,
+        obj: Py<PyAny>,
+        call: Py<PyAny>,
+        acall: Py<PyAny>,
+    ) -> PyResult<()> {
+        let e = self.adopt(py, Agent { obj, call, acall })?;
+        let mut fx = Fx::new();
+        self.core().add_idle(e, &mut fx);
+        self.inner.settle(py, fx);
+        Ok(())
+    }
+
+    /// Non-blocking step of an async acquire: `(0, agent, acall)` leased, `(1, None, None)`
+    /// a slot reserved for the caller to create into, `(2, waiter, None)` parked.
+    fn _atry(slf: &Bound<'_, Self>) -> PyResult<(u8, Py<PyAny>, Py<PyAny>)> {
+        let py = slf.py();
+        let this = slf.get();
+        let core = this.core();
+        loop {
+            let mut fx = Fx::new();
+            let r = core.try_acquire(&mut fx);
+            this.inner.settle(py, fx);
+            match r? {
+                Acquire::Ready(e) => match this.checked(py, e) {
+                    Ok(e) => return Ok(this.lease(py, e)),
+                    Err(bad) => {
+                        let mut fx = Fx::new();
+                        core.reject(bad, &mut fx);
+                        this.inner.settle(py, fx);
+                    }
+                },
+                Acquire::Create => return Ok((1, py.None(), py.None())),
+                Acquire::Full => {
+                    let waiter = Arc::new(AsyncWaiter::new(py)?);
+                    let notify = AsyncNotify {
+                        waiter: waiter.clone(),
+                        thread: std::thread::current().id(),
+                    };
+                    let mut fx = Fx::new();
+                    let t = core.register(Some(notify), &mut fx);
+                    this.inner.settle(py, fx);
+                    let w = PyWaiter {
+                        pool: slf.clone().unbind(),
+                        ticket: Mutex::new(Some(t?)),
+                        waiter,
+                        start: Instant::now(),
+                    };
+                    return Ok((2, Py::new(py, w)?.into_any(), py.None()));
+                }
+            }
+        }
+    }
+
+    /// Report an agent created (async factory) for a slot from `_atry`/`take`; leases it.
+    fn _adopt(
+        &self,
+        py: Python<'_>,
+        obj: Py<PyAny>,
+        call: Py<PyAny>,
+        acall: Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let e = self.adopt(py, Agent { obj, call, acall })?;
+        Ok(self.lease(py, e).2)
+    }
+
+    /// Report a failed creation for a reserved slot (frees it, wakes a waiter).
+    fn _create_failed(&self, py: Python<'_>) {
+        let mut fx = Fx::new();
+        self.core().create_failed(&mut fx);
+        self.inner.settle(py, fx);
+    }
+
+    /// `((active, idle, size, max_size, waiting), (created, destroyed, recycled, acquired,
+    /// released, waits, timeouts), avg_wait_ms)`.
+    #[allow(clippy::type_complexity)]
+    fn _stats(
+        &self,
+    ) -> (
+        (usize, usize, usize, usize, usize),
+        (u64, u64, u64, u64, u64, u64, u64),
+        f64,
+    ) {
+        let s = self.core().stats();
+        (
+            (s.active, s.idle, s.size, s.max_size, s.waiting),
+            (
+                s.created,
+                s.destroyed,
+                s.recycled,
+                s.acquired,
+                s.released,
+                s.waits,
+                s.timeouts,
+            ),
+            s.avg_wait_ms(),
+        )
+    }
+
+    /// Number of agents leased through acquire/aacquire now.
+    fn _leased(&self) -> usize {
+        let leases = self.leases.lock();
+        leases
+            .values()
+            .map(|l| if let Lease::Many(v) = l { v.len() } else { 1 })
+            .sum()
+    }
+
+    /// Run one cleanup round now (what the cleanup thread does every `cleanup_interval`).
+    fn _reap(&self, py: Python<'_>) {
+        let mut fx = Fx::new();
+        self.core().reap(&mut fx);
+        self.inner.settle(py, fx);
+    }
+
+    /// In a forked child: forget the parent's leases and waiters (see `AgentPool`).
+    fn _after_fork_child(&self, py: Python<'_>) {
+        let me = std::thread::current().id();
+        let mut fx = Fx::new();
+        self.core()
+            .after_fork_child(|n| matches!(n, Some(a) if a.thread == me), &mut fx);
+        let leases = std::mem::take(&mut *self.leases.lock());
+        // Written off, not closed: they belong to threads of the parent.
+        drop(leases);
+        self.inner.settle(py, fx);
+    }
+}
+
+/// An asyncio task parked on the pool: await `future`, then `take()` (or `withdraw()` on
+/// cancellation or timeout). Dropping it unused withdraws it.
+#[pyclass(frozen, module = "agentperf._agentperf", name = "_PoolWaiter")]
+pub struct PyWaiter {
+    pool: Py<PyPool>,
+    ticket: Mutex<Option<PoolTicket<Agent>>>,
+    waiter: Arc<AsyncWaiter>,
+    start: Instant,
+}
+
+impl PyWaiter {
+    fn give_up(&self, py: Python<'_>, timed_out: bool) {
+        let t = self.ticket.lock().take();
+        if let Some(t) = t {
+            let pool = self.pool.get();
+            let mut fx = Fx::new();
+            pool.core().withdraw(&t, &mut fx);
+            pool.core().record_wait(self.start.elapsed(), timed_out);
+            pool.inner.settle(py, fx);
+        }
+    }
+}
+
+#[pymethods]
+impl PyWaiter {
+    /// The future to await; it resolves when something was handed to this waiter.
+    #[getter]
+    fn future<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.waiter.future(py)
+    }
+
+    /// Give up waiting; whatever was handed over meanwhile goes to the next waiter.
+    #[pyo3(signature = (timed_out=false))]
+    fn withdraw(&self, py: Python<'_>, timed_out: bool) {
+        self.give_up(py, timed_out);
+    }
+
+    /// After the future resolved: `(0, agent, acall)` leased, `(1, None, None)` create into
+    /// the reserved slot, `(3, None, None)` start over; `PoolClosedError` if closed.
+    fn take(&self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>, Py<PyAny>)> {
+        let t = self.ticket.lock().take();
+        let Some(t) = t else {
+            return Ok((3, py.None(), py.None()));
+        };
+        let pool = self.pool.get();
+        let core = pool.core();
+        let Some(h) = t.try_take() else {
+            // Woken without a grant (cannot happen by design): give up and start over.
+            let mut fx = Fx::new();
+            core.withdraw(&t, &mut fx);
+            pool.inner.settle(py, fx);
+            return Ok((3, py.None(), py.None()));
+        };
+        core.record_wait(self.start.elapsed(), false);
+        let mut fx = Fx::new();
+        let h = core.take(h, &mut fx);
+        pool.inner.settle(py, fx);
+        match h {
+            Handoff::Agent(e) => match pool.checked(py, e) {
+                Ok(e) => Ok(pool.lease(py, e)),
+                Err(bad) => {
+                    let mut fx = Fx::new();
+                    core.discard_keep_slot(bad, false, &mut fx);
+                    pool.inner.settle(py, fx);
+                    Ok((1, py.None(), py.None()))
+                }
+            },
+            Handoff::Create => Ok((1, py.None(), py.None())),
+            Handoff::Closed => Err(Error::PoolClosed.into()),
+            Handoff::Retry => Ok((3, py.None(), py.None())),
+        }
+    }
+}
+
+impl Drop for PyWaiter {
+    fn drop(&mut self) {
+        if self.ticket.get_mut().is_some() {
+            let _ = Python::try_attach(|py| self.give_up(py, false));
+        }
+    }
+}
