@@ -44,7 +44,7 @@ test: install test-rust test-python ## install, then run every test (cargo test 
 
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
-	cargo bench --bench core
+	cargo bench --benches
 	$(BIN)/python -m pytest benches -q --benchmark-only --benchmark-columns=median,ops,rounds --benchmark-sort=name
 
 .PHONY: lint
