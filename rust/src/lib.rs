@@ -3,13 +3,13 @@
 //! `reaper`, `clock`) know nothing of Python.
 
 pub mod aio;
+pub mod cache;
 pub mod clock;
 pub mod errors;
 pub mod keys;
 mod lifecycle;
 pub mod reaper;
 pub mod waitq;
-
 
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
@@ -23,6 +23,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::keys::hash_key;
+
+    #[pymodule_export]
+    use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
