@@ -14,6 +14,7 @@ import os as _os
 
 from . import _agentperf
 from .agent import Agent, AgentAdapter
+from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from ._agentperf import hash_key
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
@@ -26,12 +27,17 @@ __all__ = [
     "AgentPerfError",
     "BatchConfig",
     "BatchTimeoutError",
+    "Cache",
+    "CacheStats",
+    "CachedAgent",
+    "CachedFunction",
     "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
     "PoolConfig",
     "PoolTimeoutError",
     "__version__",
+    "cached",
     "hash_key",
 ]
 
