@@ -20,9 +20,11 @@ def _cleanup_thread_state() -> tuple[bool, int]: ...
 
 # --- cache -------------------------------------------------------------------------------
 
-import datetime
-from collections.abc import Callable
-from typing import Any, final
+import datetime  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, final  # noqa: E402
+
+from typing_extensions import disjoint_base  # noqa: E402
 
 _Seconds = float | int | datetime.timedelta
 
@@ -47,20 +49,24 @@ class CacheStats:
 
 @final
 class Cache:
-    """A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys."""
+    """A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
+
+    ``None`` arguments take the defaults: ``max_size=10_000``, ``ttl`` forever,
+    ``cleanup_interval=60.0``, ``enable_stats=True``.
+    """
 
     def __new__(
         cls,
-        max_size: int = 10_000,
+        max_size: int | None = None,
         ttl: _Seconds | None = None,
         *,
-        cleanup_interval: _Seconds = 60.0,
-        enable_stats: bool = True,
+        cleanup_interval: _Seconds | None = None,
+        enable_stats: bool | None = None,
         _manual_clock: bool = False,
     ) -> Cache: ...
     def get(self, key: str | bytes, default: Any = None) -> Any: ...
     def set(self, key: str | bytes, value: Any, ttl: _Seconds | None = None) -> None: ...
-    def __contains__(self, key: str | bytes) -> bool: ...
+    def __contains__(self, key: str | bytes, /) -> bool: ...
     def __len__(self) -> int: ...
     def delete(self, key: str | bytes) -> bool: ...
     def clear(self) -> None: ...
@@ -73,6 +79,7 @@ class Cache:
     def _advance(self, seconds: float) -> None: ...
     def _sweep(self) -> int: ...
 
+@disjoint_base
 class CachedAgentCore:
     """The Rust half of ``agentperf.CachedAgent``."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
 from .agent import adapt
@@ -49,6 +49,7 @@ class CachedAgent(CachedAgentCore):
     """The settings in force."""
     agent: Any
     """The wrapped agent, as given."""
+    _acall: Callable[[Any], Awaitable[Any]]
 
     def __new__(cls, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> Any:
         manual = bool(overrides.pop("_manual_clock", False))
@@ -113,13 +114,15 @@ class CachedAgent(CachedAgentCore):
         self.close()
 
     def __repr__(self) -> str:
-        return f"CachedAgent({self.agent!r}, max_size={self.config.max_size}, ttl={self.config.ttl})"
+        cfg = self.config
+        return f"CachedAgent({self.agent!r}, max_size={cfg.max_size}, ttl={cfg.ttl})"
 
 
 class CachedFunction(Protocol[P, R_co]):
     """A function wrapped by :func:`cached`."""
 
-    __wrapped__: Callable[P, R_co]
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
@@ -220,7 +223,3 @@ def cached(
     if fn is not None:
         return decorate(fn)
     return decorate
-
-
-# Keep Generic importable for older type checkers that resolve Protocol[P, R] lazily.
-_ = Generic

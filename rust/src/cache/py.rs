@@ -214,7 +214,8 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
 
 /// A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
 ///
-/// Holds at most ``max_size`` live entries (least recently used evicted first: exact LRU up to
+/// ``Cache(max_size=10_000, ttl=None, *, cleanup_interval=60.0, enable_stats=True)``; an
+/// argument given as ``None`` takes its default. Holds at most ``max_size`` live entries (least recently used evicted first: exact LRU up to
 /// 8191 entries, per shard above); ``ttl`` seconds is the default lifetime (``None``: forever).
 /// Expired entries are never returned; the shared cleanup thread removes them every
 /// ``cleanup_interval`` seconds. Values are stored and returned as-is (no copy).
@@ -735,6 +736,7 @@ impl CachedAgentCore {
 
     /// Run the agent on ``input``, or return the cached output for it. Concurrent misses for
     /// one key run the agent once.
+    #[pyo3(signature = (input, /))]
     fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
         let key = self.digest(input)?;
@@ -779,6 +781,7 @@ impl CachedAgentCore {
     }
 
     /// Async half of ``aexecute``: the cached output, or a ``Flight`` to lead or await.
+    #[pyo3(signature = (input, /))]
     fn _alookup(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
         let key = self.digest(input)?;
@@ -811,6 +814,7 @@ impl CachedAgentCore {
     }
 
     /// ``key_generator(input)`` if set, else ``hash_key(input)``.
+    #[pyo3(signature = (input, /))]
     fn cache_key<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         match self.key_object(input)? {
             Some(k) => Ok(k),
@@ -824,6 +828,7 @@ impl CachedAgentCore {
 
     /// Remove the entry for ``input``; ``True`` if one was removed. A call for it still in
     /// flight delivers its result to its waiters but does not cache it.
+    #[pyo3(signature = (input, /))]
     fn invalidate(&self, input: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = self.digest(input)?;
         Ok(self.shared.invalidate(&key))
