@@ -20,13 +20,21 @@ fn bench(c: &mut Criterion) {
             Cache::new(N, ttl, true, MonotonicClock).expect("valid size");
         let mut trash = Vec::new();
         for (i, k) in ks.iter().enumerate() {
-            cache.set(ByteKey::new(0, k.as_bytes()), i as u64, Ttl::Default, &mut trash);
+            cache.set(
+                ByteKey::new(0, k.as_bytes()),
+                i as u64,
+                Ttl::Default,
+                &mut trash,
+            );
         }
         let mut i = 0usize;
         c.bench_function(&format!("core/get_hit/str/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % N;
-                let q = ByteKeyRef { tag: 0, bytes: ks[i].as_bytes() };
+                let q = ByteKeyRef {
+                    tag: 0,
+                    bytes: ks[i].as_bytes(),
+                };
                 let mut t = Vec::new();
                 black_box(cache.get(&q, |v| *v, &mut t, true))
             })
@@ -35,7 +43,12 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % N;
                 let mut t = Vec::new();
-                cache.set(ByteKey::new(0, ks[i].as_bytes()), i as u64, Ttl::Default, &mut t);
+                cache.set(
+                    ByteKey::new(0, ks[i].as_bytes()),
+                    i as u64,
+                    Ttl::Default,
+                    &mut t,
+                );
                 black_box(t)
             })
         });

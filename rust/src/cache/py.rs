@@ -6,8 +6,9 @@
 //! both are released.
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
+use super::fastclock::FastClock;
 use crate::aio::AsyncWaiter;
-use crate::clock::{Clock, ManualClock, MonotonicClock, Nanos};
+use crate::clock::{Clock, ManualClock, Nanos};
 use crate::errors::Error;
 use crate::reaper::{self, Reap, Registration};
 use crate::waitq::{Ticket, WaitQueue};
@@ -23,10 +24,10 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-/// The clock of a Python-facing cache: the monotonic clock, or a manual one for tests.
+/// The clock of a Python-facing cache: the fast monotonic clock, or a manual one for tests.
 #[derive(Debug, Clone)]
 pub enum AnyClock {
-    /// Real time.
+    /// Real time ([`FastClock`]).
     Mono,
     /// Moved by `_advance` (tests).
     Manual(Arc<ManualClock>),
@@ -36,7 +37,7 @@ impl Clock for AnyClock {
     #[inline]
     fn now(&self) -> Nanos {
         match self {
-            AnyClock::Mono => MonotonicClock.now(),
+            AnyClock::Mono => FastClock.now(),
             AnyClock::Manual(c) => c.now(),
         }
     }
@@ -136,6 +137,9 @@ fn make_store<K: super::core::Key>(
     count: bool,
     clock: AnyClock,
 ) -> PyResult<PyStore<K>> {
+    if matches!(clock, AnyClock::Mono) {
+        FastClock::init();
+    }
     Store::new(max_size, ttl, count, clock).map_err(|_| {
         Error::Config {
             field: "max_size",
