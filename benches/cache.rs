@@ -1,8 +1,9 @@
-//! The PyO3-free cache core: get hit and set, str-like and digest keys.
+//! The PyO3-free cache core: get hit and set, str-like and digest keys, on the clock the
+//! bindings use (`FastClock`).
 //! `cargo bench --bench cache`
 
 use _agentperf::cache::core::{ByteKey, ByteKeyRef, Cache, Ttl};
-use _agentperf::clock::MonotonicClock;
+use _agentperf::cache::fastclock::FastClock;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,16 +17,10 @@ fn keys() -> Vec<String> {
 fn bench(c: &mut Criterion) {
     let ks = keys();
     for (name, ttl) in [("no_ttl", None), ("ttl", Some(Duration::from_secs(600)))] {
-        let cache: Cache<ByteKey, u64, MonotonicClock> =
-            Cache::new(N, ttl, true, MonotonicClock).expect("valid size");
-        let mut trash = Vec::new();
+        let cache: Cache<ByteKey, u64, FastClock> =
+            Cache::new(N, ttl, true, FastClock).expect("valid size");
         for (i, k) in ks.iter().enumerate() {
-            cache.set(
-                ByteKey::new(0, k.as_bytes()),
-                i as u64,
-                Ttl::Default,
-                &mut trash,
-            );
+            let _ = cache.set(ByteKey::new(0, k.as_bytes()), i as u64, Ttl::Default);
         }
         let mut i = 0usize;
         c.bench_function(&format!("core/get_hit/str/{name}"), |b| {
@@ -42,28 +37,19 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("core/set_replace/str/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % N;
-                let mut t = Vec::new();
-                cache.set(
-                    ByteKey::new(0, ks[i].as_bytes()),
-                    i as u64,
-                    Ttl::Default,
-                    &mut t,
-                );
-                black_box(t)
+                black_box(cache.set(ByteKey::new(0, ks[i].as_bytes()), i as u64, Ttl::Default))
             })
         });
     }
     // Insert of new keys into a full cache: every set evicts the LRU entry.
-    let cache: Cache<ByteKey, u64, MonotonicClock> =
-        Cache::new(N, None, true, MonotonicClock).expect("valid size");
+    let cache: Cache<ByteKey, u64, FastClock> =
+        Cache::new(N, None, true, FastClock).expect("valid size");
     let mut n = 0u64;
     c.bench_function("core/set_evict/str", |b| {
         b.iter(|| {
             n += 1;
             let k = n.to_le_bytes();
-            let mut t = Vec::new();
-            cache.set(ByteKey::new(0, &k), n, Ttl::Default, &mut t);
-            black_box(t)
+            black_box(cache.set(ByteKey::new(0, &k), n, Ttl::Default))
         })
     });
     // Digest keys (what CachedAgent stores).
@@ -76,11 +62,10 @@ fn bench(c: &mut Criterion) {
             d
         })
         .collect();
-    let dc: Cache<[u8; 32], u64, MonotonicClock> =
-        Cache::new(N, Some(Duration::from_secs(600)), true, MonotonicClock).expect("valid");
-    let mut trash = Vec::new();
+    let dc: Cache<[u8; 32], u64, FastClock> =
+        Cache::new(N, Some(Duration::from_secs(600)), true, FastClock).expect("valid");
     for (i, d) in digests.iter().enumerate() {
-        dc.set(*d, i as u64, Ttl::Default, &mut trash);
+        let _ = dc.set(*d, i as u64, Ttl::Default);
     }
     c.bench_function("core/get_hit/digest/ttl", |b| {
         b.iter(|| {

@@ -505,9 +505,10 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         }
     }
 
-    /// Insert or replace `key`, as most recently used. A replaced value, or the entry evicted
-    /// to make room, goes to `trash`.
-    pub fn set(&self, key: K, value: V, ttl: Ttl, trash: &mut Vec<V>) {
+    /// Insert or replace `key`, as most recently used. Returns the value that left: the one
+    /// replaced, or the entry evicted to make room (never both); drop it after the call.
+    #[must_use = "drop the returned value outside any lock"]
+    pub fn set(&self, key: K, value: V, ttl: Ttl) -> Option<V> {
         let life = match ttl {
             Ttl::Default => self.default_ttl,
             Ttl::Never => None,
@@ -528,15 +529,15 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
                 _ => {}
             }
             g.touch(i);
-            trash.push(old);
-            return;
+            return Some(old);
         }
+        let mut out = None;
         if g.len >= g.cap {
             let t = g.tail;
             let te = g.node(t).expires;
             let th = Key::hash64(&g.node(t).key);
             let expired = te != NEVER && te <= self.clock.now();
-            trash.push(g.remove_at(t, th));
+            out = Some(g.remove_at(t, th));
             if self.count {
                 if expired {
                     g.expirations += 1;
@@ -562,6 +563,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             g.expiring += 1;
         }
         g.push_front(i);
+        out
     }
 
     /// Remove `q`; true if an entry (live or expired) was there. Its value goes to `trash`.
@@ -727,7 +729,7 @@ mod tests {
     }
     fn set(c: &C, key: &str, v: u64) -> Vec<u64> {
         let mut t = Vec::new();
-        c.set(k(key), v, Ttl::Default, &mut t);
+        t.extend(c.set(k(key), v, Ttl::Default));
         t
     }
 
@@ -793,9 +795,9 @@ mod tests {
     fn per_entry_ttl_overrides_the_default() {
         let (c, clock) = new(10, Some(Duration::from_secs(10)));
         let mut t = Vec::new();
-        c.set(k("short"), 1, Ttl::For(Duration::from_secs(1)), &mut t);
-        c.set(k("never"), 2, Ttl::Never, &mut t);
-        c.set(k("default"), 3, Ttl::Default, &mut t);
+        t.extend(c.set(k("short"), 1, Ttl::For(Duration::from_secs(1))));
+        t.extend(c.set(k("never"), 2, Ttl::Never));
+        t.extend(c.set(k("default"), 3, Ttl::Default));
         clock.advance(Duration::from_secs(2));
         assert_eq!(get(&c, "short"), None);
         assert_eq!(get(&c, "default"), Some(3));
@@ -803,7 +805,7 @@ mod tests {
         assert_eq!(get(&c, "default"), None);
         assert_eq!(get(&c, "never"), Some(2));
         // Re-setting with a finite ttl makes a never-expiring entry expire.
-        c.set(k("never"), 4, Ttl::For(Duration::from_secs(1)), &mut t);
+        t.extend(c.set(k("never"), 4, Ttl::For(Duration::from_secs(1))));
         clock.advance(Duration::from_secs(1));
         assert_eq!(get(&c, "never"), None);
     }
@@ -814,7 +816,7 @@ mod tests {
         let mut t = Vec::new();
         for i in 0..10_000u64 {
             let ttl = if i % 2 == 0 { Ttl::Default } else { Ttl::Never };
-            c.set(k(&i.to_string()), i, ttl, &mut t);
+            t.extend(c.set(k(&i.to_string()), i, ttl));
         }
         assert_eq!(c.sweep(|_| {}), 0);
         clock.advance(Duration::from_secs(5));
@@ -831,7 +833,7 @@ mod tests {
     fn expired_tail_counts_as_expiration_not_eviction() {
         let (c, clock) = new(2, None);
         let mut t = Vec::new();
-        c.set(k("a"), 1, Ttl::For(Duration::from_secs(1)), &mut t);
+        t.extend(c.set(k("a"), 1, Ttl::For(Duration::from_secs(1))));
         set(&c, "b", 2);
         clock.advance(Duration::from_secs(2));
         set(&c, "c", 3);
@@ -845,7 +847,7 @@ mod tests {
             let (c, _) = new(max, None);
             let mut t = Vec::new();
             for i in 0..(3 * max as u64 + 100) {
-                c.set(k(&format!("key-{i}")), i, Ttl::Default, &mut t);
+                t.extend(c.set(k(&format!("key-{i}")), i, Ttl::Default));
                 t.clear();
             }
             assert!(c.len() <= max, "max={max} len={}", c.len());
@@ -868,7 +870,7 @@ mod tests {
         assert_eq!(c.shards(), MAX_SHARDS);
         let mut t = Vec::new();
         for i in 0..160_000u64 {
-            c.set(k(&format!("k{i}")), i, Ttl::Default, &mut t);
+            t.extend(c.set(k(&format!("k{i}")), i, Ttl::Default));
         }
         for n in c.shard_lens() {
             assert!((9_000..11_000).contains(&n), "uneven shard: {n}");
@@ -953,7 +955,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut tr = Vec::new();
                     for i in 0..20_000u64 {
-                        c.set(k(&format!("{t}-{i}")), i, Ttl::Default, &mut tr);
+                        tr.extend(c.set(k(&format!("{t}-{i}")), i, Ttl::Default));
                         let _ = c.get(&q(&format!("{t}-{}", i / 2)), |v| *v, &mut tr, true);
                         tr.clear();
                     }

@@ -353,13 +353,10 @@ impl Cache {
             Some(None) => Ttl::Never,
             Some(Some(d)) => Ttl::For(d),
         };
-        let mut trash = Vec::new();
-        with_key(key, |q| {
-            self.store
-                .0
-                .set(ByteKey::new(q.tag, q.bytes), value, ttl, &mut trash)
+        let old = with_key(key, |q| {
+            self.store.0.set(ByteKey::new(q.tag, q.bytes), value, ttl)
         })?;
-        drop(trash);
+        drop(old);
         Ok(())
     }
 
@@ -592,8 +589,7 @@ impl Shared {
         };
         if let Outcome::Value(v) = &outcome {
             if !flight.stale && !self.closed.load(Ordering::Relaxed) {
-                self.store
-                    .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
+                trash.extend(self.store.set(*key, v.clone_ref(py), Ttl::Default));
             }
         }
         let woken = flight.waiters.grant_all(&outcome);
