@@ -15,6 +15,7 @@ import os as _os
 from . import _agentperf
 from ._agentperf import hash_key
 from .agent import Agent, AgentAdapter
+from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .pool import AgentPool, PoolStats
@@ -28,6 +29,10 @@ __all__ = [
     "AgentPool",
     "BatchConfig",
     "BatchTimeoutError",
+    "Cache",
+    "CacheStats",
+    "CachedAgent",
+    "CachedFunction",
     "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
@@ -35,6 +40,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "__version__",
+    "cached",
     "hash_key",
 ]
 

@@ -3,6 +3,7 @@
 //! `reaper`, `clock`) know nothing of Python.
 
 pub mod aio;
+pub mod cache;
 pub mod clock;
 pub mod errors;
 pub mod keys;
@@ -26,6 +27,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::pool::py::{PyPool, PyWaiter};
+
+    #[pymodule_export]
+    use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

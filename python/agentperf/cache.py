@@ -1,0 +1,225 @@
+"""The result cache: :class:`Cache`, :class:`CachedAgent` and the :func:`cached` decorator.
+
+The store, the key digest, the hit path and single-flight live in Rust
+(``agentperf._agentperf``); this module adds the constructor rule, the async path and the
+decorator.
+
+>>> import agentperf as ap
+>>> calls = []
+>>> def agent(x):
+...     calls.append(x)
+...     return x * 2
+>>> with ap.CachedAgent(agent, max_size=100, ttl=60.0) as c:
+...     c.execute(21), c.execute(21), len(calls)
+(42, 42, 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+
+from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
+from .agent import adapt
+from .config import CacheConfig, build
+
+__all__ = ["Cache", "CacheStats", "CachedAgent", "CachedFunction", "cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class CachedAgent(CachedAgentCore):
+    """An agent whose outputs are cached by input, with single-flight.
+
+    ``CachedAgent(agent, cfg)`` or ``CachedAgent(agent, max_size=..., ttl=...)`` (the fields of
+    :class:`~agentperf.CacheConfig`). The key of an input is ``cfg.key_generator(input)`` if
+    set, else :func:`~agentperf.hash_key`. Concurrent misses for one key, from threads or
+    asyncio tasks, run the agent once; the others receive that output or that exception.
+    Outputs are returned as stored (no copy); an agent that raises caches nothing.
+
+    ``execute`` does the digest and the lookup in one Rust call; only a miss runs Python.
+    After :meth:`close`, ``execute`` and ``aexecute`` raise ``RuntimeError``.
+    """
+
+    config: CacheConfig
+    """The settings in force."""
+    agent: Any
+    """The wrapped agent, as given."""
+    _acall: Callable[[Any], Awaitable[Any]]
+
+    def __new__(cls, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> Any:
+        manual = bool(overrides.pop("_manual_clock", False))
+        cfg = build(CacheConfig, config, overrides)
+        adapter = adapt(agent)
+        self = super().__new__(
+            cls,
+            adapter.call,
+            cfg.max_size,
+            cfg.ttl,
+            cfg.cleanup_interval,
+            cfg.enable_stats,
+            cfg.key_generator,
+            manual,
+        )
+        self.config = cfg
+        self.agent = agent
+        self._acall = adapter.acall
+        return self
+
+    def __init__(self, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> None:
+        pass
+
+    async def aexecute(self, input: Any, /) -> Any:
+        """Run the agent on ``input`` without blocking the event loop, or return the cached
+        output. Waiting for another caller's in-flight call never blocks the loop; a
+        cancelled caller leaves nothing behind (a cancelled leader hands the call on)."""
+        while True:
+            got = self._alookup(input)
+            if type(got) is not Flight:
+                return got
+            if got.leader:
+                try:
+                    value = await self._acall(input)
+                except Exception as e:
+                    got.fail(e)
+                    raise
+                except BaseException:
+                    got.abandon()
+                    raise
+                got.succeed(value)
+                return value
+            try:
+                await cast(Awaitable[Any], got.future)
+            except BaseException:
+                got.withdraw()
+                raise
+            done, value = got.outcome()
+            if done:
+                return value
+
+    def __enter__(self) -> CachedAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> CachedAgent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return f"CachedAgent({self.agent!r}, max_size={cfg.max_size}, ttl={cfg.ttl})"
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """A function wrapped by :func:`cached`."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses, hit rate, size, max_size, evictions, expirations."""
+
+    def cache_invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove the entry for these arguments; ``True`` if one was removed."""
+
+    def cache_clear(self) -> None:
+        """Remove every entry."""
+
+
+class _Decorator(Protocol):
+    def __call__(self, fn: Callable[P, R], /) -> CachedFunction[P, R]: ...
+
+
+@overload
+def cached(fn: Callable[P, R], /) -> CachedFunction[P, R]: ...
+@overload
+def cached(
+    *,
+    max_size: int = 1000,
+    ttl: float | None = 60.0,
+    key: Callable[..., str | bytes] | None = None,
+    cleanup_interval: float = 60.0,
+) -> _Decorator: ...
+def cached(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    max_size: int = 1000,
+    ttl: float | None = 60.0,
+    key: Callable[..., str | bytes] | None = None,
+    cleanup_interval: float = 60.0,
+) -> Any:
+    """Cache a sync or async function's results, with single-flight.
+
+    The key is ``hash_key((args, kwargs))`` unless ``key(*args, **kwargs)`` (returning str or
+    bytes) is given. The wrapper has ``cache_stats()``, ``cache_invalidate(*args, **kwargs)``
+    and ``cache_clear()``.
+
+    >>> @cached(max_size=100, ttl=60.0)
+    ... def square(x):
+    ...     return x * x
+    >>> square(3), square(3), square.cache_stats().hits
+    (9, 9, 1)
+    """
+    cfg = CacheConfig(max_size=max_size, ttl=ttl, cleanup_interval=cleanup_interval)
+    if key is not None and not callable(key):
+        raise TypeError(f"key={key!r}: expected a callable or None")
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        if not callable(f):
+            raise TypeError(f"cached() needs a function, got {type(f).__name__}")
+        gen: Callable[[Any], str | bytes] | None = None
+        if key is not None:
+            k = key
+
+            def gen(inp: tuple[tuple[Any, ...], dict[str, Any]]) -> str | bytes:
+                return k(*inp[0], **inp[1])
+
+        is_async = inspect.iscoroutinefunction(f)
+        if is_async:
+
+            async def agent(inp: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+                return await f(*inp[0], **inp[1])
+
+        else:
+
+            def agent(inp: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:  # type: ignore[misc]
+                return f(*inp[0], **inp[1])
+
+        core = CachedAgent(agent, cfg, key_generator=gen)
+        wrapper: Any
+        if is_async:
+
+            @functools.wraps(f)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await core.aexecute((args, kwargs))
+
+        else:
+            execute = core.execute
+
+            @functools.wraps(f)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return execute((args, kwargs))
+
+        def cache_invalidate(*args: Any, **kwargs: Any) -> bool:
+            return core.invalidate((args, kwargs))
+
+        wrapper.cache_stats = core.stats
+        wrapper.cache_invalidate = cache_invalidate
+        wrapper.cache_clear = core.invalidate_all
+        wrapper.cache_agent = core
+        return wrapper
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

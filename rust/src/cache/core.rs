@@ -1,0 +1,970 @@
+//! The sharded TTL/LRU store under `ap.Cache` and `ap.CachedAgent`. Knows nothing of Python.
+//!
+//! # Layout
+//!
+//! The store is split in N shards, each a [`parking_lot::Mutex`] around:
+//! * a `hashbrown::HashTable<u32>` of slot indexes (the key's 64-bit hash comes from the key
+//!   itself: [`Key::hash64`]; for SHA-256 digests it is simply their first 8 bytes);
+//! * a slab `Vec<Option<Node>>` holding key, value, expiry and the LRU links (`u32` indexes:
+//!   an intrusive doubly-linked list, O(1) touch, no per-entry allocation);
+//! * a free list of slab slots.
+//!
+//! The shard of a key is taken from bits 32.. of its hash (hashbrown uses the low bits for the
+//! bucket and the top 7 for its control byte).
+//!
+//! # The bound, and where LRU stops being exact
+//!
+//! There are never more than `max_size` live entries: shard `i` holds at most
+//! `max_size / N` entries (the remainder spread over the first shards), so the capacities add up
+//! to `max_size` exactly. While `max_size < 2 * SHARD_MIN` ([`SHARD_MIN`] = 4096, i.e. up to
+//! 8191 entries) there is one shard and eviction is exact global LRU. Above that the shard count
+//! is the largest power of two with at least `SHARD_MIN` entries per shard, at most
+//! [`MAX_SHARDS`]; eviction is then LRU within the shard of the inserted key, so an entry may be
+//! evicted while the cache as a whole holds slightly fewer than `max_size` entries.
+//!
+//! # Time
+//!
+//! Expiry is lazy: a read of an expired entry removes it and reports a miss. [`Cache::sweep`]
+//! removes every expired entry (the bindings run it from the shared cleanup thread). Time
+//! comes from a [`Clock`], so tests drive it with `ManualClock`.
+//!
+//! # Values
+//!
+//! Values removed under a shard lock (replaced, evicted, expired, cleared) are never dropped
+//! there: they are pushed to a caller-supplied `Vec` that the caller drops after the lock is
+//! released (a Python decref can run arbitrary code).
+
+use crate::clock::{Clock, MonotonicClock, Nanos};
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Fewest entries per shard; below `2 * SHARD_MIN` entries the cache has a single shard
+/// (exact global LRU).
+pub const SHARD_MIN: usize = 4096;
+/// Most shards.
+pub const MAX_SHARDS: usize = 16;
+/// Expiry of an entry that never expires.
+const NEVER: Nanos = u64::MAX;
+const NIL: u32 = u32::MAX;
+/// Slots a sweep scans per lock hold.
+const SWEEP_CHUNK: usize = 4096;
+
+/// A stored key: its 64 well-mixed hash bits.
+pub trait Key: Eq {
+    /// The hash used for shard choice and the table.
+    fn hash64(&self) -> u64;
+}
+
+/// A borrowed form of a key `K`, to look up without building a `K`.
+pub trait Query<K> {
+    /// Equal to `K::hash64` of the matching key.
+    fn hash64(&self) -> u64;
+    /// Whether `k` is this key.
+    fn matches(&self, k: &K) -> bool;
+}
+
+impl<K: Key> Query<K> for K {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        Key::hash64(self)
+    }
+    #[inline]
+    fn matches(&self, k: &K) -> bool {
+        self == k
+    }
+}
+
+/// A SHA-256 digest key: uniform already, so its first 8 bytes are its hash.
+impl Key for [u8; 32] {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self[..8]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// A process-wide random hasher state for byte-string keys (foldhash, seeded per process).
+fn byte_hasher() -> &'static hashbrown::DefaultHashBuilder {
+    static S: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
+    S.get_or_init(hashbrown::DefaultHashBuilder::default)
+}
+
+#[inline]
+fn hash_bytes(tag: u8, bytes: &[u8]) -> u64 {
+    byte_hasher().hash_one((tag, bytes))
+}
+
+const INLINE: usize = 22;
+
+/// A tagged byte-string key (e.g. `str` vs `bytes`), stored inline up to 22 bytes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ByteKey {
+    /// Short keys, no allocation.
+    Inline {
+        /// Kind of key (the same bytes with different tags are different keys).
+        tag: u8,
+        /// Used length of `buf`.
+        len: u8,
+        /// The bytes.
+        buf: [u8; INLINE - 1],
+    },
+    /// Longer keys.
+    Heap {
+        /// Kind of key.
+        tag: u8,
+        /// The bytes.
+        data: Box<[u8]>,
+    },
+}
+
+impl ByteKey {
+    /// A key of kind `tag` with these bytes.
+    pub fn new(tag: u8, bytes: &[u8]) -> Self {
+        if bytes.len() < INLINE {
+            let mut buf = [0u8; INLINE - 1];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            // `bytes.len() < INLINE <= u8::MAX` so the cast is exact.
+            ByteKey::Inline {
+                tag,
+                len: bytes.len() as u8,
+                buf,
+            }
+        } else {
+            ByteKey::Heap {
+                tag,
+                data: bytes.into(),
+            }
+        }
+    }
+    /// The kind tag.
+    pub fn tag(&self) -> u8 {
+        match self {
+            ByteKey::Inline { tag, .. } | ByteKey::Heap { tag, .. } => *tag,
+        }
+    }
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ByteKey::Inline { len, buf, .. } => &buf[..usize::from(*len)],
+            ByteKey::Heap { data, .. } => data,
+        }
+    }
+}
+
+impl Key for ByteKey {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        hash_bytes(self.tag(), self.bytes())
+    }
+}
+
+/// A borrowed [`ByteKey`].
+#[derive(Clone, Copy, Debug)]
+pub struct ByteKeyRef<'a> {
+    /// Kind of key.
+    pub tag: u8,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+impl Query<ByteKey> for ByteKeyRef<'_> {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        hash_bytes(self.tag, self.bytes)
+    }
+    #[inline]
+    fn matches(&self, k: &ByteKey) -> bool {
+        k.tag() == self.tag && k.bytes() == self.bytes
+    }
+}
+
+/// How long an entry set now lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// The cache's default.
+    Default,
+    /// Forever.
+    Never,
+    /// This long.
+    For(Duration),
+}
+
+/// Counters and size at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Reads that found a live entry (plus hits noted with [`Cache::note_hit`]).
+    pub hits: u64,
+    /// Reads that found nothing live (plus misses noted with [`Cache::note_miss`]).
+    pub misses: u64,
+    /// Live entries removed to make room.
+    pub evictions: u64,
+    /// Expired entries removed (on read, by a sweep, or in place of an eviction).
+    pub expirations: u64,
+    /// Entries held, expired ones not yet removed included.
+    pub size: usize,
+}
+
+struct Node<K, V> {
+    key: K,
+    value: V,
+    expires: Nanos,
+    prev: u32,
+    next: u32,
+}
+
+struct Inner<K, V> {
+    table: HashTable<u32>,
+    slab: Vec<Option<Node<K, V>>>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used.
+    tail: u32,
+    len: usize,
+    cap: usize,
+    /// Entries with a finite expiry (a sweep skips shards without any).
+    expiring: usize,
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    expirations: u64,
+}
+
+// Keep shards on separate cache lines.
+#[repr(align(128))]
+struct Shard<K, V>(Mutex<Inner<K, V>>);
+
+impl<K: Key, V> Inner<K, V> {
+    fn new(cap: usize) -> Self {
+        Inner {
+            table: HashTable::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            len: 0,
+            cap,
+            expiring: 0,
+            hits: 0,
+            misses: 0,
+            evictions: 0,
+            expirations: 0,
+        }
+    }
+
+    #[inline]
+    fn node(&self, i: u32) -> &Node<K, V> {
+        match &self.slab[i as usize] {
+            Some(n) => n,
+            None => unreachable!("linked slot {i} is free"),
+        }
+    }
+
+    #[inline]
+    fn node_mut(&mut self, i: u32) -> &mut Node<K, V> {
+        match &mut self.slab[i as usize] {
+            Some(n) => n,
+            None => unreachable!("linked slot {i} is free"),
+        }
+    }
+
+    #[inline]
+    fn find<Q: Query<K> + ?Sized>(&self, h: u64, q: &Q) -> Option<u32> {
+        let slab = &self.slab;
+        self.table
+            .find(
+                h,
+                |&i| matches!(&slab[i as usize], Some(n) if q.matches(&n.key)),
+            )
+            .copied()
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let n = self.node(i);
+            (n.prev, n.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.node_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.node_mut(next).prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let head = self.head;
+        {
+            let n = self.node_mut(i);
+            n.prev = NIL;
+            n.next = head;
+        }
+        if head == NIL {
+            self.tail = i;
+        } else {
+            self.node_mut(head).prev = i;
+        }
+        self.head = i;
+    }
+
+    #[inline]
+    fn touch(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+    }
+
+    /// Remove slot `i` (hash `h`) entirely; returns its value.
+    fn remove_at(&mut self, i: u32, h: u64) -> V {
+        self.unlink(i);
+        if let Ok(e) = self.table.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        let node = match self.slab[i as usize].take() {
+            Some(n) => n,
+            None => unreachable!("removing free slot {i}"),
+        };
+        self.free.push(i);
+        self.len -= 1;
+        if node.expires != NEVER {
+            self.expiring -= 1;
+        }
+        node.value
+    }
+
+    fn alloc(&mut self, node: Node<K, V>) -> u32 {
+        if let Some(i) = self.free.pop() {
+            self.slab[i as usize] = Some(node);
+            return i;
+        }
+        if self.slab.len() == self.slab.capacity() {
+            // Grow by doubling, but never past the shard's capacity.
+            let want = self.slab.len().max(8).min(self.cap - self.slab.len());
+            self.slab.reserve_exact(want.max(1));
+        }
+        // `cap <= u32::MAX - 1` is checked at construction, so the index fits.
+        let i = self.slab.len() as u32;
+        self.slab.push(Some(node));
+        i
+    }
+}
+
+fn shard_count(max_size: usize) -> usize {
+    let per = max_size / SHARD_MIN;
+    if per < 2 {
+        return 1;
+    }
+    // Largest power of two <= per, capped.
+    let p = 1usize << (usize::BITS - 1 - per.leading_zeros());
+    p.min(MAX_SHARDS)
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `max_size` is 0.
+    ZeroSize,
+    /// `max_size` does not fit the u32 slot indexes.
+    TooLarge,
+}
+
+/// The sharded TTL/LRU store. `V` is the value type; `C` the clock.
+pub struct Cache<K, V, C = MonotonicClock> {
+    shards: Box<[Shard<K, V>]>,
+    mask: u64,
+    clock: C,
+    default_ttl: Option<Nanos>,
+    max_size: usize,
+    count: bool,
+    noted_hits: AtomicU64,
+    noted_misses: AtomicU64,
+}
+
+impl<K: Key, V, C: Clock> Cache<K, V, C> {
+    /// A store of at most `max_size` entries, living `default_ttl` (None: forever).
+    /// `count` false skips the hit/miss/eviction/expiration counters.
+    pub fn new(
+        max_size: usize,
+        default_ttl: Option<Duration>,
+        count: bool,
+        clock: C,
+    ) -> Result<Self, ConfigError> {
+        if max_size == 0 {
+            return Err(ConfigError::ZeroSize);
+        }
+        let n = shard_count(max_size);
+        let per = max_size / n;
+        if per + 1 >= NIL as usize {
+            return Err(ConfigError::TooLarge);
+        }
+        let rem = max_size % n;
+        let shards = (0..n)
+            .map(|i| Shard(Mutex::new(Inner::new(per + usize::from(i < rem)))))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Ok(Cache {
+            shards,
+            mask: (n - 1) as u64,
+            clock,
+            default_ttl: default_ttl.map(crate::clock::to_nanos),
+            max_size,
+            count,
+            noted_hits: AtomicU64::new(0),
+            noted_misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The bound on live entries.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The shard index for a hash.
+    #[inline]
+    pub fn shard_of(&self, h: u64) -> usize {
+        ((h >> 32) & self.mask) as usize
+    }
+
+    #[inline]
+    fn shard(&self, h: u64) -> &Mutex<Inner<K, V>> {
+        &self.shards[self.shard_of(h)].0
+    }
+
+    /// Look `q` up. On a live entry: mark it most recently used and return `f(&value)`
+    /// (called under the shard lock: it must not run user code). An expired entry is removed
+    /// (its value pushed to `trash`). `count_miss` false leaves a miss uncounted (the caller
+    /// decides later, e.g. single-flight).
+    #[inline]
+    pub fn get<Q, R>(
+        &self,
+        q: &Q,
+        f: impl FnOnce(&V) -> R,
+        trash: &mut Vec<V>,
+        count_miss: bool,
+    ) -> Option<R>
+    where
+        Q: Query<K> + ?Sized,
+    {
+        let h = q.hash64();
+        let mut g = self.shard(h).lock();
+        let Some(i) = g.find(h, q) else {
+            if self.count && count_miss {
+                g.misses += 1;
+            }
+            return None;
+        };
+        let expires = g.node(i).expires;
+        if expires != NEVER && expires <= self.clock.now() {
+            let v = g.remove_at(i, h);
+            if self.count {
+                g.expirations += 1;
+                if count_miss {
+                    g.misses += 1;
+                }
+            }
+            trash.push(v);
+            return None;
+        }
+        g.touch(i);
+        if self.count {
+            g.hits += 1;
+        }
+        Some(f(&g.node(i).value))
+    }
+
+    /// Whether `q` has a live entry; counts nothing and does not touch the LRU order.
+    pub fn contains<Q: Query<K> + ?Sized>(&self, q: &Q) -> bool {
+        let h = q.hash64();
+        let g = self.shard(h).lock();
+        match g.find(h, q) {
+            Some(i) => {
+                let e = g.node(i).expires;
+                e == NEVER || e > self.clock.now()
+            }
+            None => false,
+        }
+    }
+
+    /// Insert or replace `key`, as most recently used. Returns the value that left: the one
+    /// replaced, or the entry evicted to make room (never both); drop it after the call.
+    #[must_use = "drop the returned value outside any lock"]
+    pub fn set(&self, key: K, value: V, ttl: Ttl) -> Option<V> {
+        let life = match ttl {
+            Ttl::Default => self.default_ttl,
+            Ttl::Never => None,
+            Ttl::For(d) => Some(crate::clock::to_nanos(d)),
+        };
+        let now = if life.is_some() { self.clock.now() } else { 0 };
+        let expires = life.map_or(NEVER, |l| now.saturating_add(l).min(NEVER - 1));
+        let h = Key::hash64(&key);
+        let mut g = self.shard(h).lock();
+        if let Some(i) = g.find(h, &key) {
+            let was_expiring = g.node(i).expires != NEVER;
+            let n = g.node_mut(i);
+            let old = std::mem::replace(&mut n.value, value);
+            n.expires = expires;
+            match (was_expiring, expires != NEVER) {
+                (false, true) => g.expiring += 1,
+                (true, false) => g.expiring -= 1,
+                _ => {}
+            }
+            g.touch(i);
+            return Some(old);
+        }
+        let mut out = None;
+        if g.len >= g.cap {
+            let t = g.tail;
+            let te = g.node(t).expires;
+            let th = Key::hash64(&g.node(t).key);
+            let expired = te != NEVER && te <= self.clock.now();
+            out = Some(g.remove_at(t, th));
+            if self.count {
+                if expired {
+                    g.expirations += 1;
+                } else {
+                    g.evictions += 1;
+                }
+            }
+        }
+        let i = g.alloc(Node {
+            key,
+            value,
+            expires,
+            prev: NIL,
+            next: NIL,
+        });
+        let Inner { table, slab, .. } = &mut *g;
+        table.insert_unique(h, i, |&j| match &slab[j as usize] {
+            Some(n) => Key::hash64(&n.key),
+            None => 0,
+        });
+        g.len += 1;
+        if expires != NEVER {
+            g.expiring += 1;
+        }
+        g.push_front(i);
+        out
+    }
+
+    /// Remove `q`; true if an entry (live or expired) was there. Its value goes to `trash`.
+    pub fn remove<Q: Query<K> + ?Sized>(&self, q: &Q, trash: &mut Vec<V>) -> bool {
+        let h = q.hash64();
+        let mut g = self.shard(h).lock();
+        match g.find(h, q) {
+            Some(i) => {
+                let e = g.node(i).expires;
+                let live = e == NEVER || e > self.clock.now();
+                trash.push(g.remove_at(i, h));
+                if !live && self.count {
+                    g.expirations += 1;
+                }
+                live
+            }
+            None => false,
+        }
+    }
+
+    /// Remove every entry; the values go to `trash`. Counters are kept.
+    pub fn clear(&self, trash: &mut Vec<V>) {
+        for s in self.shards.iter() {
+            let mut g = s.0.lock();
+            let slab = std::mem::take(&mut g.slab);
+            g.table = HashTable::new();
+            g.free = Vec::new();
+            g.head = NIL;
+            g.tail = NIL;
+            g.len = 0;
+            g.expiring = 0;
+            drop(g);
+            trash.extend(slab.into_iter().flatten().map(|n| n.value));
+        }
+    }
+
+    /// Entries held (expired ones not yet removed included).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().len).sum()
+    }
+
+    /// No entry held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Count a hit decided outside the store (e.g. a caller served by an in-flight call).
+    pub fn note_hit(&self) {
+        if self.count {
+            self.noted_hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count a miss decided outside the store.
+    pub fn note_miss(&self) {
+        if self.count {
+            self.noted_misses.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The counters and the size.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            hits: self.noted_hits.load(Relaxed),
+            misses: self.noted_misses.load(Relaxed),
+            ..Stats::default()
+        };
+        for sh in self.shards.iter() {
+            let g = sh.0.lock();
+            s.hits += g.hits;
+            s.misses += g.misses;
+            s.evictions += g.evictions;
+            s.expirations += g.expirations;
+            s.size += g.len;
+        }
+        s
+    }
+
+    /// Remove every expired entry. The lock is taken per chunk of slots, and `sink` receives
+    /// each chunk's values after the lock is released. Returns how many were removed.
+    pub fn sweep(&self, mut sink: impl FnMut(Vec<V>)) -> usize {
+        let now = self.clock.now();
+        let mut total = 0;
+        for s in self.shards.iter() {
+            let mut start = 0usize;
+            loop {
+                let mut g = s.0.lock();
+                if g.expiring == 0 || start >= g.slab.len() {
+                    break;
+                }
+                let end = (start + SWEEP_CHUNK).min(g.slab.len());
+                let mut out = Vec::new();
+                for i in start..end {
+                    let due = match &g.slab[i] {
+                        Some(n) if n.expires <= now => Some(Key::hash64(&n.key)),
+                        _ => None,
+                    };
+                    if let Some(h) = due {
+                        // `i < slab.len() <= u32::MAX - 1`.
+                        out.push(g.remove_at(i as u32, h));
+                    }
+                }
+                if self.count {
+                    g.expirations += out.len() as u64;
+                }
+                drop(g);
+                total += out.len();
+                if !out.is_empty() {
+                    sink(out);
+                }
+                start = end;
+            }
+        }
+        total
+    }
+
+    /// Keys from least to most recently used in shard `s` (for tests).
+    pub fn lru_order(&self, s: usize) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let g = self.shards[s].0.lock();
+        let mut out = Vec::with_capacity(g.len);
+        let mut i = g.tail;
+        while i != NIL {
+            let n = g.node(i);
+            out.push(n.key.clone());
+            i = n.prev;
+        }
+        out
+    }
+
+    /// Entries held in each shard (for tests and diagnostics).
+    pub fn shard_lens(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.0.lock().len).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Arc;
+
+    type C = Cache<ByteKey, u64, Arc<ManualClock>>;
+
+    fn k(s: &str) -> ByteKey {
+        ByteKey::new(0, s.as_bytes())
+    }
+    fn q(s: &str) -> ByteKeyRef<'_> {
+        ByteKeyRef {
+            tag: 0,
+            bytes: s.as_bytes(),
+        }
+    }
+    fn new(max: usize, ttl: Option<Duration>) -> (C, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000));
+        (Cache::new(max, ttl, true, clock.clone()).unwrap(), clock)
+    }
+    fn get(c: &C, key: &str) -> Option<u64> {
+        let mut t = Vec::new();
+        c.get(&q(key), |v| *v, &mut t, true)
+    }
+    fn set(c: &C, key: &str, v: u64) -> Vec<u64> {
+        let mut t = Vec::new();
+        t.extend(c.set(k(key), v, Ttl::Default));
+        t
+    }
+
+    #[test]
+    fn byte_key_is_compact_and_round_trips() {
+        assert!(std::mem::size_of::<ByteKey>() <= 24);
+        for n in [0usize, 1, 20, 21, 22, 100] {
+            let b = vec![7u8; n];
+            let key = ByteKey::new(1, &b);
+            assert_eq!(key.bytes(), &b[..]);
+            assert_eq!(key.tag(), 1);
+            let r = ByteKeyRef { tag: 1, bytes: &b };
+            assert!(r.matches(&key));
+            assert_eq!(Query::hash64(&r), Key::hash64(&key));
+            assert!(
+                !ByteKeyRef { tag: 2, bytes: &b }.matches(&key),
+                "tags tell str from bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn lru_order_and_eviction() {
+        let (c, _) = new(3, None);
+        assert_eq!(c.shards(), 1);
+        set(&c, "a", 1);
+        set(&c, "b", 2);
+        set(&c, "c", 3);
+        assert_eq!(get(&c, "a"), Some(1)); // a becomes most recent
+        assert_eq!(c.lru_order(0), vec![k("b"), k("c"), k("a")]);
+        let evicted = set(&c, "d", 4);
+        assert_eq!(evicted, vec![2], "b was least recently used");
+        assert_eq!(get(&c, "b"), None);
+        assert_eq!(c.lru_order(0), vec![k("c"), k("a"), k("d")]);
+        // Replacing refreshes recency and hands back the old value.
+        assert_eq!(set(&c, "c", 33), vec![3]);
+        assert_eq!(c.lru_order(0), vec![k("a"), k("d"), k("c")]);
+        // contains() does not touch.
+        assert!(c.contains(&q("a")));
+        assert_eq!(c.lru_order(0)[0], k("a"));
+        let s = c.stats();
+        assert_eq!(
+            (s.hits, s.misses, s.evictions, s.expirations, s.size),
+            (1, 1, 1, 0, 3)
+        );
+    }
+
+    #[test]
+    fn ttl_with_manual_clock() {
+        let (c, clock) = new(10, Some(Duration::from_secs(10)));
+        set(&c, "a", 1);
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(get(&c, "a"), Some(1));
+        clock.advance(Duration::from_secs(1));
+        assert!(!c.contains(&q("a")), "expired exactly at the deadline");
+        assert_eq!(get(&c, "a"), None);
+        assert_eq!(c.len(), 0, "lazy expiry removed it");
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.expirations), (1, 1, 1));
+    }
+
+    #[test]
+    fn per_entry_ttl_overrides_the_default() {
+        let (c, clock) = new(10, Some(Duration::from_secs(10)));
+        let mut t = Vec::new();
+        t.extend(c.set(k("short"), 1, Ttl::For(Duration::from_secs(1))));
+        t.extend(c.set(k("never"), 2, Ttl::Never));
+        t.extend(c.set(k("default"), 3, Ttl::Default));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(get(&c, "short"), None);
+        assert_eq!(get(&c, "default"), Some(3));
+        clock.advance(Duration::from_secs(1_000_000));
+        assert_eq!(get(&c, "default"), None);
+        assert_eq!(get(&c, "never"), Some(2));
+        // Re-setting with a finite ttl makes a never-expiring entry expire.
+        t.extend(c.set(k("never"), 4, Ttl::For(Duration::from_secs(1))));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(get(&c, "never"), None);
+    }
+
+    #[test]
+    fn sweep_removes_only_expired() {
+        let (c, clock) = new(20_000, Some(Duration::from_secs(5)));
+        let mut t = Vec::new();
+        for i in 0..10_000u64 {
+            let ttl = if i % 2 == 0 { Ttl::Default } else { Ttl::Never };
+            t.extend(c.set(k(&i.to_string()), i, ttl));
+        }
+        assert_eq!(c.sweep(|_| {}), 0);
+        clock.advance(Duration::from_secs(5));
+        let mut got = Vec::new();
+        assert_eq!(c.sweep(|v| got.extend(v)), 5_000);
+        assert_eq!(got.len(), 5_000);
+        assert!(got.iter().all(|v| v % 2 == 0));
+        assert_eq!(c.len(), 5_000);
+        assert_eq!(c.stats().expirations, 5_000);
+        assert_eq!(get(&c, "1"), Some(1));
+    }
+
+    #[test]
+    fn expired_tail_counts_as_expiration_not_eviction() {
+        let (c, clock) = new(2, None);
+        let mut t = Vec::new();
+        t.extend(c.set(k("a"), 1, Ttl::For(Duration::from_secs(1))));
+        set(&c, "b", 2);
+        clock.advance(Duration::from_secs(2));
+        set(&c, "c", 3);
+        let s = c.stats();
+        assert_eq!((s.evictions, s.expirations, s.size), (0, 1, 2));
+    }
+
+    #[test]
+    fn bound_holds_under_many_inserts() {
+        for max in [1usize, 7, 8191, 8192, 50_000, 100_000] {
+            let (c, _) = new(max, None);
+            let mut t = Vec::new();
+            for i in 0..(3 * max as u64 + 100) {
+                t.extend(c.set(k(&format!("key-{i}")), i, Ttl::Default));
+                t.clear();
+            }
+            assert!(c.len() <= max, "max={max} len={}", c.len());
+            let s = c.stats();
+            assert_eq!(s.size as u64 + s.evictions, 3 * max as u64 + 100);
+            // Recent keys survive.
+            let last = 3 * max as u64 + 99;
+            assert_eq!(get(&c, &format!("key-{last}")), Some(last));
+        }
+    }
+
+    #[test]
+    fn shard_selection_and_distribution() {
+        assert_eq!(shard_count(1), 1);
+        assert_eq!(shard_count(2 * SHARD_MIN - 1), 1);
+        assert_eq!(shard_count(2 * SHARD_MIN), 2);
+        assert_eq!(shard_count(5 * SHARD_MIN), 4);
+        assert_eq!(shard_count(usize::MAX / 2), MAX_SHARDS);
+        let (c, _) = new(1_000_000, None);
+        assert_eq!(c.shards(), MAX_SHARDS);
+        let mut t = Vec::new();
+        for i in 0..160_000u64 {
+            t.extend(c.set(k(&format!("k{i}")), i, Ttl::Default));
+        }
+        for n in c.shard_lens() {
+            assert!((9_000..11_000).contains(&n), "uneven shard: {n}");
+        }
+        // Capacities add up to max_size exactly.
+        let d = Cache::<[u8; 32], u8, Arc<ManualClock>>::new(
+            100_003,
+            None,
+            true,
+            Arc::new(ManualClock::new(0)),
+        )
+        .unwrap();
+        let caps: usize = d.shards.iter().map(|s| s.0.lock().cap).sum();
+        assert_eq!(caps, 100_003);
+        // Digest keys: the shard comes from the digest's bits.
+        let mut dig = [0u8; 32];
+        dig[4] = 5; // bits 32..40 of the little-endian first word
+        assert_eq!(d.shard_of(Key::hash64(&dig)), 5 & (d.shards() - 1));
+    }
+
+    #[test]
+    fn remove_clear_and_reuse_slots() {
+        let (c, _) = new(4, None);
+        set(&c, "a", 1);
+        set(&c, "b", 2);
+        let mut t = Vec::new();
+        assert!(c.remove(&q("a"), &mut t));
+        assert!(!c.remove(&q("a"), &mut t));
+        assert_eq!(t, vec![1]);
+        set(&c, "c", 3);
+        set(&c, "d", 4);
+        set(&c, "e", 5);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.lru_order(0), vec![k("b"), k("c"), k("d"), k("e")]);
+        let mut t = Vec::new();
+        c.clear(&mut t);
+        t.sort_unstable();
+        assert_eq!(t, vec![2, 3, 4, 5]);
+        assert!(c.is_empty());
+        set(&c, "f", 6);
+        assert_eq!(get(&c, "f"), Some(6));
+    }
+
+    #[test]
+    fn counters_off() {
+        let clock = Arc::new(ManualClock::new(0));
+        let c: C = Cache::new(1, None, false, clock).unwrap();
+        set(&c, "a", 1);
+        set(&c, "b", 2);
+        get(&c, "b");
+        get(&c, "zz");
+        c.note_hit();
+        assert_eq!(
+            c.stats(),
+            Stats {
+                size: 1,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        let clock = Arc::new(ManualClock::new(0));
+        assert_eq!(
+            C::new(0, None, true, clock.clone()).err(),
+            Some(ConfigError::ZeroSize)
+        );
+        assert_eq!(
+            C::new(usize::MAX, None, true, clock).err(),
+            Some(ConfigError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn concurrent_use_keeps_the_bound() {
+        let (c, _) = new(10_000, None);
+        let c = Arc::new(c);
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut tr = Vec::new();
+                    for i in 0..20_000u64 {
+                        tr.extend(c.set(k(&format!("{t}-{i}")), i, Ttl::Default));
+                        let _ = c.get(&q(&format!("{t}-{}", i / 2)), |v| *v, &mut tr, true);
+                        tr.clear();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(c.len() <= 10_000);
+    }
+}

@@ -1,0 +1,961 @@
+//! Python bindings of the cache: `ap.Cache` (str/bytes keys), the Rust half of
+//! `ap.CachedAgent` (digest + lookup in one call, single-flight) and `ap.CacheStats`.
+//!
+//! Locks: `flights` (per cached agent) may be held while a store shard lock is taken, never
+//! the reverse. No Python code runs under either; values leaving the store are dropped after
+//! both are released.
+
+use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
+use super::fastclock::FastClock;
+use crate::aio::AsyncWaiter;
+use crate::clock::{Clock, ManualClock, Nanos};
+use crate::errors::Error;
+use crate::reaper::{self, Reap, Registration};
+use crate::waitq::{Ticket, WaitQueue};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// The clock of a Python-facing cache: the fast monotonic clock, or a manual one for tests.
+#[derive(Debug, Clone)]
+pub enum AnyClock {
+    /// Real time ([`FastClock`]).
+    Mono,
+    /// Moved by `_advance` (tests).
+    Manual(Arc<ManualClock>),
+}
+
+impl Clock for AnyClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        match self {
+            AnyClock::Mono => FastClock.now(),
+            AnyClock::Manual(c) => c.now(),
+        }
+    }
+}
+
+type PyStore<K> = Store<K, Py<PyAny>, AnyClock>;
+
+/// Drop Python objects from a thread that may not be attached (the cleanup thread).
+fn drop_attached(v: Vec<Py<PyAny>>) {
+    let mut v = Some(v);
+    let _ = Python::try_attach(|_py| drop(v.take()));
+    if let Some(v) = v {
+        // The interpreter is finalizing: leaking beats touching it.
+        std::mem::forget(v);
+    }
+}
+
+/// A store that the cleanup thread sweeps.
+struct Swept<K>(PyStore<K>);
+
+impl<K: super::core::Key + Send + Sync + 'static> Reap for Swept<K> {
+    fn reap(&self) {
+        self.0.sweep(drop_attached);
+    }
+}
+
+// ---------------------------------------------------------------- argument validation
+
+fn config_type(field: &'static str, v: &Bound<'_, PyAny>, expected: &'static str) -> PyErr {
+    let value = v
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "?".into());
+    Error::ConfigType {
+        field,
+        value,
+        expected,
+    }
+    .into()
+}
+
+fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
+        return Err(config_type("max_size", v, "an int"));
+    }
+    let n: i128 = v.extract().unwrap_or(i128::MAX);
+    if n < 1 {
+        return Err(Error::Config {
+            field: "max_size",
+            value: n.to_string(),
+            why: "must be >= 1",
+        }
+        .into());
+    }
+    usize::try_from(n).map_err(|_| {
+        Error::Config {
+            field: "max_size",
+            value: n.to_string(),
+            why: "is too large",
+        }
+        .into()
+    })
+}
+
+static TIMEDELTA: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Seconds from an int, float or timedelta; `None` stands for None. Validated positive
+/// (`inf` allowed). Returns `Ok(None)` for None, `Ok(Some(None))` for infinity.
+fn seconds_arg(
+    field: &'static str,
+    v: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Option<Duration>>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let py = v.py();
+    let secs: f64 = if v.is_instance_of::<PyBool>() {
+        return Err(config_type(field, v, "a number of seconds or a timedelta"));
+    } else if v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>() {
+        v.extract()?
+    } else {
+        let td = TIMEDELTA.get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("datetime")?.getattr("timedelta")?.unbind())
+        })?;
+        if v.is_instance(td.bind(py))? {
+            v.call_method0("total_seconds")?.extract()?
+        } else {
+            return Err(config_type(field, v, "a number of seconds or a timedelta"));
+        }
+    };
+    Ok(Some(crate::clock::seconds(field, secs)?))
+}
+
+fn make_store<K: super::core::Key>(
+    max_size: usize,
+    ttl: Option<Duration>,
+    count: bool,
+    clock: AnyClock,
+) -> PyResult<PyStore<K>> {
+    if matches!(clock, AnyClock::Mono) {
+        FastClock::init();
+    }
+    Store::new(max_size, ttl, count, clock).map_err(|_| {
+        Error::Config {
+            field: "max_size",
+            value: max_size.to_string(),
+            why: "is too large",
+        }
+        .into()
+    })
+}
+
+fn closed_error(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("this {what} is closed"))
+}
+
+// ---------------------------------------------------------------- CacheStats
+
+/// Counters and size of a cache at one instant.
+///
+/// ``hit_rate`` is ``hits / (hits + misses)`` in percent (0 when nothing was looked up).
+#[pyclass(frozen, get_all, module = "agentperf")]
+#[derive(Debug, Clone)]
+pub struct CacheStats {
+    /// Lookups served without running the agent (from the cache, or by another caller's
+    /// in-flight call).
+    hits: u64,
+    /// Lookups that found nothing (for a cached agent: calls that ran the agent).
+    misses: u64,
+    /// ``hits / (hits + misses)`` in percent, 0..100.
+    hit_rate: f64,
+    /// Entries held (expired ones the cleanup has not reached yet included).
+    size: usize,
+    /// The bound on live entries.
+    max_size: usize,
+    /// Live entries removed to make room.
+    evictions: u64,
+    /// Expired entries removed.
+    expirations: u64,
+}
+
+#[pymethods]
+impl CacheStats {
+    fn __repr__(&self) -> String {
+        format!(
+            "CacheStats(hits={}, misses={}, hit_rate={:.2}, size={}, max_size={}, \
+             evictions={}, expirations={})",
+            self.hits,
+            self.misses,
+            self.hit_rate,
+            self.size,
+            self.max_size,
+            self.evictions,
+            self.expirations
+        )
+    }
+}
+
+fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
+    let st = s.stats();
+    let looked = st.hits + st.misses;
+    CacheStats {
+        hits: st.hits,
+        misses: st.misses,
+        hit_rate: if looked == 0 {
+            0.0
+        } else {
+            st.hits as f64 * 100.0 / looked as f64
+        },
+        size: st.size,
+        max_size: s.max_size(),
+        evictions: st.evictions,
+        expirations: st.expirations,
+    }
+}
+
+// ---------------------------------------------------------------- Cache
+
+/// A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
+///
+/// ``Cache(max_size=10_000, ttl=None, *, cleanup_interval=60.0, enable_stats=True)``; an
+/// argument given as ``None`` takes its default. Holds at most ``max_size`` live entries (least recently used evicted first: exact LRU up to
+/// 8191 entries, per shard above); ``ttl`` seconds is the default lifetime (``None``: forever).
+/// Expired entries are never returned; the shared cleanup thread removes them every
+/// ``cleanup_interval`` seconds. Values are stored and returned as-is (no copy).
+///
+/// >>> c = Cache(max_size=2)
+/// >>> c.set("a", 1); c.get("a")
+/// 1
+#[pyclass(frozen, module = "agentperf")]
+pub struct Cache {
+    store: Arc<Swept<ByteKey>>,
+    manual: Option<Arc<ManualClock>>,
+    reg: Mutex<Option<Registration>>,
+    closed: AtomicBool,
+}
+
+const STR: u8 = 0;
+const BYTES: u8 = 1;
+
+#[inline]
+fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(ByteKeyRef<'_>) -> R) -> PyResult<R> {
+    if let Ok(s) = key.cast::<PyString>() {
+        Ok(f(ByteKeyRef {
+            tag: STR,
+            bytes: s.to_str()?.as_bytes(),
+        }))
+    } else if let Ok(b) = key.cast::<PyBytes>() {
+        Ok(f(ByteKeyRef {
+            tag: BYTES,
+            bytes: b.as_bytes(),
+        }))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "Cache keys are str or bytes, not {}",
+            key.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )))
+    }
+}
+
+impl Cache {
+    #[inline]
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed_error("Cache"));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Cache {
+    #[new]
+    #[pyo3(signature = (max_size=None, ttl=None, *, cleanup_interval=None, enable_stats=None, _manual_clock=false))]
+    fn new(
+        max_size: Option<&Bound<'_, PyAny>>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        cleanup_interval: Option<&Bound<'_, PyAny>>,
+        enable_stats: Option<&Bound<'_, PyAny>>,
+        _manual_clock: bool,
+    ) -> PyResult<Self> {
+        let max_size = match max_size {
+            Some(v) => max_size_arg(v)?,
+            None => 10_000,
+        };
+        let ttl = seconds_arg("ttl", ttl)?.flatten();
+        let interval = match cleanup_interval {
+            None => Some(Duration::from_secs(60)),
+            Some(v) if v.is_none() => {
+                return Err(config_type(
+                    "cleanup_interval",
+                    v,
+                    "a positive number of seconds",
+                ))
+            }
+            Some(v) => seconds_arg("cleanup_interval", Some(v))?.flatten(),
+        };
+        let enable_stats = match enable_stats {
+            None => true,
+            Some(v) => match v.cast::<PyBool>() {
+                Ok(b) => b.is_true(),
+                Err(_) => return Err(config_type("enable_stats", v, "a bool")),
+            },
+        };
+        let manual = _manual_clock.then(|| Arc::new(ManualClock::new(0)));
+        let clock = manual.clone().map_or(AnyClock::Mono, AnyClock::Manual);
+        let store = Arc::new(Swept(make_store(max_size, ttl, enable_stats, clock)?));
+        // An infinite interval means no background sweep (expiry stays lazy).
+        let reg = interval.map(|i| reaper::register(&store, i));
+        Ok(Cache {
+            store,
+            manual,
+            reg: Mutex::new(reg),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The value stored under ``key``, or ``default`` if absent or expired.
+    #[pyo3(signature = (key, default=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open()?;
+        let mut trash = Vec::new();
+        let got = with_key(key, |q| {
+            self.store.0.get(&q, |v| v.clone_ref(py), &mut trash, true)
+        })?;
+        drop(trash);
+        Ok(match got {
+            Some(v) => v,
+            None => default.unwrap_or_else(|| py.None()),
+        })
+    }
+
+    /// Store ``value`` under ``key``. ``ttl`` overrides the default lifetime for this entry:
+    /// ``None`` keeps the default, ``math.inf`` never expires.
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn set(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: Py<PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.check_open()?;
+        let ttl = match seconds_arg("ttl", ttl)? {
+            None => Ttl::Default,
+            Some(None) => Ttl::Never,
+            Some(Some(d)) => Ttl::For(d),
+        };
+        let old = with_key(key, |q| {
+            self.store.0.set(ByteKey::new(q.tag, q.bytes), value, ttl)
+        })?;
+        drop(old);
+        Ok(())
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.check_open()?;
+        with_key(key, |q| self.store.0.contains(&q))
+    }
+
+    fn __len__(&self) -> usize {
+        self.store.0.len()
+    }
+
+    /// Remove ``key``; ``True`` if a live entry was removed.
+    fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.check_open()?;
+        let mut trash = Vec::new();
+        let r = with_key(key, |q| self.store.0.remove(&q, &mut trash));
+        drop(trash);
+        r
+    }
+
+    /// Remove every entry (the counters are kept).
+    fn clear(&self) {
+        let mut trash = Vec::new();
+        self.store.0.clear(&mut trash);
+        drop(trash);
+    }
+
+    /// Hits, misses, hit rate, size, max_size, evictions and expirations.
+    fn stats(&self) -> CacheStats {
+        stats_of(&self.store.0)
+    }
+
+    /// The bound on live entries.
+    #[getter]
+    fn max_size(&self) -> usize {
+        self.store.0.max_size()
+    }
+
+    /// Drop every entry and leave the cleanup thread. Closing twice is harmless; other
+    /// methods then raise ``RuntimeError``.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let reg = self.reg.lock().take();
+        drop(reg);
+        self.clear();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Cache(max_size={}, len={})",
+            self.store.0.max_size(),
+            self.store.0.len()
+        )
+    }
+
+    /// Test hook: move a cache made with ``_manual_clock=True`` forward.
+    fn _advance(&self, seconds: f64) -> PyResult<()> {
+        let Some(c) = &self.manual else {
+            return Err(PyRuntimeError::new_err(
+                "_advance needs Cache(..., _manual_clock=True)",
+            ));
+        };
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(Error::Value(format!("_advance({seconds}): must be >= 0")).into());
+        }
+        c.advance(Duration::from_secs_f64(seconds));
+        Ok(())
+    }
+
+    /// Test hook: run one cleanup sweep now; returns how many entries it removed.
+    fn _sweep(&self) -> usize {
+        self.store.0.sweep(drop)
+    }
+}
+
+// ---------------------------------------------------------------- single-flight
+
+/// What an in-flight call ended with, shared by every waiter.
+#[derive(Clone)]
+enum Outcome {
+    Value(Arc<Py<PyAny>>),
+    Error(Arc<Py<PyAny>>),
+    /// The leader was cancelled (or raised a BaseException): run the agent again.
+    Retry,
+}
+
+/// A digest is uniform: its first 8 bytes are a fine hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+struct InFlight {
+    id: u64,
+    leader_thread: ThreadId,
+    /// The asyncio task of an async leader.
+    leader_task: Option<Py<PyAny>>,
+    waiters: WaitQueue<Outcome, Option<AsyncWaiter>>,
+    /// Invalidated while running: deliver the result to the waiters but do not cache it.
+    stale: bool,
+}
+
+type Flights = HashMap<[u8; 32], InFlight, BuildHasherDefault<DigestHasher>>;
+
+/// The state shared by a cached agent and its in-flight handles.
+struct Shared {
+    store: PyStore<[u8; 32]>,
+    flights: Mutex<Flights>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Reap for Shared {
+    fn reap(&self) {
+        self.store.sweep(drop_attached);
+    }
+}
+
+enum Joined {
+    Hit(Py<PyAny>),
+    Lead(u64),
+    Wait(Arc<Ticket<Outcome>>),
+}
+
+static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn current_task(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    let f = CURRENT_TASK.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr("current_task")?.unbind())
+    })?;
+    let t = f.bind(py).call0()?;
+    Ok((!t.is_none()).then(|| t.unbind()))
+}
+
+fn reentrant_error() -> PyErr {
+    PyRuntimeError::new_err(
+        "re-entrant CachedAgent call: the agent asked its own cache for the key it is \
+         computing (same thread or task); this would deadlock",
+    )
+}
+
+impl Shared {
+    /// Join the in-flight call for `key`, or lead one. `task` is the caller's asyncio task
+    /// (None for a blocking caller); `waiter` the future an async caller will await.
+    fn join(
+        &self,
+        py: Python<'_>,
+        key: &[u8; 32],
+        task: Option<&Py<PyAny>>,
+        waiter: Option<AsyncWaiter>,
+    ) -> PyResult<Joined> {
+        let me = std::thread::current().id();
+        let mut trash = Vec::new();
+        let mut map = self.flights.lock();
+        if let Some(f) = map.get_mut(key) {
+            let same = match (task, &f.leader_task) {
+                (Some(t), Some(lt)) => t.is(lt),
+                // A blocking caller on the leader's thread (the loop thread of an async
+                // leader, or a sync leader's own thread) would block the leader forever.
+                (None, _) => f.leader_thread == me,
+                // A task on a blocked sync leader's thread (nested event loop).
+                (Some(_), None) => f.leader_thread == me,
+            };
+            if same {
+                drop(map);
+                drop(waiter);
+                return Err(reentrant_error());
+            }
+            let t = f.waiters.push(waiter);
+            return Ok(Joined::Wait(t));
+        }
+        if let Some(v) = self.store.get(key, |v| v.clone_ref(py), &mut trash, false) {
+            drop(map);
+            drop(trash);
+            drop(waiter);
+            return Ok(Joined::Hit(v));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        map.insert(
+            *key,
+            InFlight {
+                id,
+                leader_thread: me,
+                leader_task: task.map(|t| t.clone_ref(py)),
+                waiters: WaitQueue::new(),
+                stale: false,
+            },
+        );
+        drop(map);
+        drop(trash);
+        drop(waiter);
+        self.store.note_miss();
+        Ok(Joined::Lead(id))
+    }
+
+    /// End the flight `id` of `key` with `outcome`: cache a value (unless invalidated
+    /// meanwhile or closed), hand the outcome to every waiter and wake the async ones.
+    fn finish(&self, py: Python<'_>, key: &[u8; 32], id: u64, outcome: Outcome) {
+        let mut trash = Vec::new();
+        let mut map = self.flights.lock();
+        let flight = match map.get(key) {
+            Some(f) if f.id == id => map.remove(key),
+            _ => None,
+        };
+        let Some(mut flight) = flight else {
+            return;
+        };
+        if let Outcome::Value(v) = &outcome {
+            if !flight.stale && !self.closed.load(Ordering::Relaxed) {
+                trash.extend(self.store.set(*key, v.clone_ref(py), Ttl::Default));
+            }
+        }
+        let woken = flight.waiters.grant_all(&outcome);
+        drop(map);
+        for w in woken.into_iter().flatten() {
+            w.wake(py);
+        }
+        drop(trash);
+        drop(flight);
+        drop(outcome);
+    }
+
+    fn invalidate(&self, key: &[u8; 32]) -> bool {
+        let mut trash = Vec::new();
+        let mut map = self.flights.lock();
+        if let Some(f) = map.get_mut(key) {
+            f.stale = true;
+        }
+        let removed = self.store.remove(key, &mut trash);
+        drop(map);
+        drop(trash);
+        removed
+    }
+
+    fn invalidate_all(&self) {
+        let mut trash = Vec::new();
+        let mut map = self.flights.lock();
+        for f in map.values_mut() {
+            f.stale = true;
+        }
+        self.store.clear(&mut trash);
+        drop(map);
+        drop(trash);
+    }
+}
+
+/// Hand a waiter its outcome: the value, or the shared exception raised again.
+fn served(py: Python<'_>, store: &PyStore<[u8; 32]>, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
+    match o {
+        Outcome::Value(v) => {
+            store.note_hit();
+            Some(Ok(v.clone_ref(py)))
+        }
+        Outcome::Error(e) => {
+            store.note_hit();
+            Some(Err(PyErr::from_value(e.bind(py).clone())))
+        }
+        Outcome::Retry => None,
+    }
+}
+
+/// The Rust half of ``CachedAgent``: key digest, lookup and single-flight. Use
+/// ``agentperf.CachedAgent``.
+#[pyclass(frozen, subclass, module = "agentperf")]
+pub struct CachedAgentCore {
+    shared: Arc<Shared>,
+    call: Py<PyAny>,
+    key_gen: Option<Py<PyAny>>,
+    reg: Mutex<Option<Registration>>,
+}
+
+impl CachedAgentCore {
+    fn key_object<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(g) = &self.key_gen else {
+            return Ok(None);
+        };
+        let k = g.bind(input.py()).call1((input,))?;
+        if k.is_instance_of::<PyString>() || k.is_instance_of::<PyBytes>() {
+            Ok(Some(k))
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "key_generator returned {}: expected str or bytes",
+                k.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            )))
+        }
+    }
+
+    #[inline]
+    fn digest(&self, input: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
+        match self.key_object(input)? {
+            None => crate::keys::digest(input),
+            Some(k) => crate::keys::digest(&k),
+        }
+    }
+
+    #[inline]
+    fn check_open(&self) -> PyResult<()> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed_error("CachedAgent"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn lookup(&self, py: Python<'_>, key: &[u8; 32]) -> Option<Py<PyAny>> {
+        let mut trash = Vec::new();
+        let got = self
+            .shared
+            .store
+            .get(key, |v| v.clone_ref(py), &mut trash, false);
+        drop(trash);
+        got
+    }
+}
+
+#[pymethods]
+impl CachedAgentCore {
+    #[new]
+    #[pyo3(signature = (call, max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
+    fn new(
+        call: Py<PyAny>,
+        max_size: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        cleanup_interval: &Bound<'_, PyAny>,
+        enable_stats: bool,
+        key_generator: Option<Py<PyAny>>,
+        _manual_clock: bool,
+    ) -> PyResult<Self> {
+        let max_size = max_size_arg(max_size)?;
+        let ttl = seconds_arg("ttl", ttl)?.flatten();
+        let interval = seconds_arg("cleanup_interval", Some(cleanup_interval))?.flatten();
+        let clock = if _manual_clock {
+            AnyClock::Manual(Arc::new(ManualClock::new(0)))
+        } else {
+            AnyClock::Mono
+        };
+        let shared = Arc::new(Shared {
+            store: make_store(max_size, ttl, enable_stats, clock)?,
+            flights: Mutex::new(Flights::default()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        });
+        let reg = interval.map(|i| reaper::register(&shared, i));
+        Ok(CachedAgentCore {
+            shared,
+            call,
+            key_gen: key_generator,
+            reg: Mutex::new(reg),
+        })
+    }
+
+    /// Run the agent on ``input``, or return the cached output for it. Concurrent misses for
+    /// one key run the agent once.
+    #[pyo3(signature = (input, /))]
+    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.check_open()?;
+        let key = self.digest(input)?;
+        if let Some(v) = self.lookup(py, &key) {
+            return Ok(v);
+        }
+        loop {
+            match self.shared.join(py, &key, None, None)? {
+                Joined::Hit(v) => return Ok(v),
+                Joined::Lead(id) => {
+                    let r = self.call.bind(py).call1((input,));
+                    let outcome = match &r {
+                        Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
+                        Err(e) if e.is_instance_of::<PyException>(py) => {
+                            Outcome::Error(Arc::new(e.value(py).clone().into_any().unbind()))
+                        }
+                        Err(_) => Outcome::Retry,
+                    };
+                    self.shared.finish(py, &key, id, outcome);
+                    return r.map(Bound::unbind);
+                }
+                Joined::Wait(ticket) => {
+                    // Wake up now and then to let Ctrl-C through; the ticket is withdrawn
+                    // on timeout and the loop joins again.
+                    let got = py.detach(|| {
+                        ticket.wait_until(Some(Instant::now() + Duration::from_millis(100)))
+                    });
+                    match got {
+                        Some(o) => {
+                            if let Some(r) = served(py, &self.shared.store, &o) {
+                                return r;
+                            }
+                        }
+                        None => py.check_signals()?,
+                    }
+                    if let Some(v) = self.lookup(py, &key) {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Async half of ``aexecute``: the cached output, or a ``Flight`` to lead or await.
+    #[pyo3(signature = (input, /))]
+    fn _alookup(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.check_open()?;
+        let key = self.digest(input)?;
+        if let Some(v) = self.lookup(py, &key) {
+            return Ok(v);
+        }
+        let task = current_task(py)?;
+        let waiter = AsyncWaiter::new(py)?;
+        let fut = waiter.future(py).unbind();
+        let flight = match self.shared.join(py, &key, task.as_ref(), Some(waiter))? {
+            Joined::Hit(v) => return Ok(v),
+            Joined::Lead(id) => Flight {
+                shared: self.shared.clone(),
+                key,
+                lead: Some(id),
+                done: AtomicBool::new(false),
+                ticket: None,
+                future: None,
+            },
+            Joined::Wait(t) => Flight {
+                shared: self.shared.clone(),
+                key,
+                lead: None,
+                done: AtomicBool::new(false),
+                ticket: Some(t),
+                future: Some(fut),
+            },
+        };
+        Ok(Py::new(py, flight)?.into_any())
+    }
+
+    /// ``key_generator(input)`` if set, else ``hash_key(input)``.
+    #[pyo3(signature = (input, /))]
+    fn cache_key<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        match self.key_object(input)? {
+            Some(k) => Ok(k),
+            None => Ok(PyString::new(
+                input.py(),
+                &crate::keys::to_hex(&crate::keys::digest(input)?),
+            )
+            .into_any()),
+        }
+    }
+
+    /// Remove the entry for ``input``; ``True`` if one was removed. A call for it still in
+    /// flight delivers its result to its waiters but does not cache it.
+    #[pyo3(signature = (input, /))]
+    fn invalidate(&self, input: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let key = self.digest(input)?;
+        Ok(self.shared.invalidate(&key))
+    }
+
+    /// Remove every entry (calls in flight are not cached either).
+    fn invalidate_all(&self) {
+        self.shared.invalidate_all();
+    }
+
+    /// Hits, misses, hit rate (percent), size, max_size, evictions and expirations.
+    fn stats(&self) -> CacheStats {
+        stats_of(&self.shared.store)
+    }
+
+    /// Entries held.
+    fn __len__(&self) -> usize {
+        self.shared.store.len()
+    }
+
+    /// Drop every entry and leave the cleanup thread; closing twice is harmless.
+    fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let reg = self.reg.lock().take();
+        drop(reg);
+        self.shared.invalidate_all();
+    }
+
+    /// Test hook: move a core made with ``_manual_clock=True`` forward.
+    fn _advance(&self, seconds: f64) -> PyResult<()> {
+        match self.shared.store.clock() {
+            AnyClock::Manual(c) if seconds.is_finite() && seconds >= 0.0 => {
+                c.advance(Duration::from_secs_f64(seconds));
+                Ok(())
+            }
+            _ => Err(PyRuntimeError::new_err(
+                "_advance needs _manual_clock=True and seconds >= 0",
+            )),
+        }
+    }
+
+    /// Test hook: calls in flight now.
+    fn _in_flight(&self) -> usize {
+        self.shared.flights.lock().len()
+    }
+}
+
+/// A miss of ``CachedAgent.aexecute``: either this caller leads (runs the agent and reports
+/// with ``succeed``/``fail``/``abandon``) or it awaits ``future`` and reads ``outcome()``.
+/// A leader dropped without reporting abandons, so a key is never left stuck.
+#[pyclass(frozen, module = "agentperf")]
+pub struct Flight {
+    shared: Arc<Shared>,
+    key: [u8; 32],
+    lead: Option<u64>,
+    done: AtomicBool,
+    ticket: Option<Arc<Ticket<Outcome>>>,
+    future: Option<Py<PyAny>>,
+}
+
+impl Flight {
+    fn end(&self, py: Python<'_>, outcome: Outcome) {
+        if let Some(id) = self.lead {
+            if !self.done.swap(true, Ordering::AcqRel) {
+                self.shared.finish(py, &self.key, id, outcome);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Flight {
+    /// True if this caller must run the agent.
+    #[getter]
+    fn leader(&self) -> bool {
+        self.lead.is_some()
+    }
+
+    /// The future a waiter awaits (None for a leader).
+    #[getter]
+    fn future(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.future.as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// Leader: the agent returned ``value``.
+    fn succeed(&self, py: Python<'_>, value: Py<PyAny>) {
+        self.end(py, Outcome::Value(Arc::new(value)));
+    }
+
+    /// Leader: the agent raised ``exc`` (an ``Exception``); it is shared, not cached.
+    fn fail(&self, py: Python<'_>, exc: Py<PyAny>) {
+        self.end(py, Outcome::Error(Arc::new(exc)));
+    }
+
+    /// Leader: cancelled (or a ``BaseException``); a waiter or the next caller runs the agent.
+    fn abandon(&self, py: Python<'_>) {
+        self.end(py, Outcome::Retry);
+    }
+
+    /// Waiter: ``(True, value)``, the leader's exception raised, or ``(False, None)`` if the
+    /// leader was cancelled (try again). Not yet granted is ``(False, None)`` too.
+    fn outcome(&self, py: Python<'_>) -> PyResult<(bool, Py<PyAny>)> {
+        let got = self.ticket.as_ref().and_then(|t| t.try_take());
+        if let Some(o) = got {
+            if let Some(r) = served(py, &self.shared.store, &o) {
+                return r.map(|v| (true, v));
+            }
+        }
+        Ok((false, py.None()))
+    }
+
+    /// Waiter: give up (cancelled); anything granted meanwhile is dropped.
+    fn withdraw(&self) {
+        if let Some(t) = &self.ticket {
+            let got = t.withdraw();
+            drop(got);
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if self.lead.is_some() && !self.done.load(Ordering::Acquire) {
+            Python::attach(|py| self.end(py, Outcome::Retry));
+        }
+        if let Some(t) = &self.ticket {
+            drop(t.withdraw());
+        }
+    }
+}
