@@ -3,7 +3,7 @@
 //! `cargo bench --bench cache`
 
 use _agentperf::cache::core::{ByteKey, ByteKeyRef, Cache, Ttl};
-use _agentperf::cache::fastclock::FastClock;
+use _agentperf::fastclock::FastClock;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::time::Duration;

@@ -6,6 +6,7 @@ pub mod aio;
 pub mod cache;
 pub mod clock;
 pub mod errors;
+pub mod fastclock;
 pub mod keys;
 mod lifecycle;
 pub mod pool;

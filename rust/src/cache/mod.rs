@@ -2,7 +2,6 @@
 //! (`ap.Cache`, the Rust half of `ap.CachedAgent` with single-flight).
 
 pub mod core;
-pub mod fastclock;
 mod py;
 
 pub use py::{Cache, CacheStats, CachedAgentCore, Flight};

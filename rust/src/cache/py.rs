@@ -6,10 +6,10 @@
 //! both are released.
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
-use super::fastclock::FastClock;
 use crate::aio::AsyncWaiter;
 use crate::clock::{Clock, ManualClock, Nanos};
 use crate::errors::Error;
+use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::waitq::{Ticket, WaitQueue};
 use parking_lot::Mutex;

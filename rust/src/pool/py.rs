@@ -6,8 +6,8 @@
 
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
-use crate::clock::{Clock, MonotonicClock, Nanos};
 use crate::errors::Error;
+use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
@@ -35,77 +35,8 @@ pub struct AsyncNotify {
 }
 
 type Notify = Option<AsyncNotify>;
-type Core = PoolCore<Agent, Notify, PoolClock>;
+type Core = PoolCore<Agent, Notify, FastClock>;
 
-/// The pool's clock: `CLOCK_MONOTONIC_COARSE` on 64-bit Linux (a few ns instead of tens: the
-/// hit path reads the clock twice), else the precise monotonic clock. Ages are compared with
-/// [`PoolClock::slack`] taken off `max_lifetime`, so an agent is retired up to two ticks
-/// early, never handed out late.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolClock;
-
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-mod coarse {
-    #[repr(C)]
-    pub struct Timespec {
-        pub tv_sec: i64,
-        pub tv_nsec: i64,
-    }
-    extern "C" {
-        pub fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-        pub fn clock_getres(clock: i32, res: *mut Timespec) -> i32;
-    }
-    pub const CLOCK_MONOTONIC_COARSE: i32 = 6;
-
-    fn read(f: unsafe extern "C" fn(i32, *mut Timespec) -> i32) -> Option<u64> {
-        let mut ts = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-        let rc = unsafe { f(CLOCK_MONOTONIC_COARSE, &mut ts) };
-        (rc == 0).then(|| (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64)
-    }
-    pub fn now() -> Option<u64> {
-        read(clock_gettime)
-    }
-    pub fn resolution() -> Option<u64> {
-        read(clock_getres)
-    }
-}
-
-impl PoolClock {
-    fn coarse() -> bool {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-        let ok = *OK.get_or_init(|| coarse::now().is_some() && coarse::resolution().is_some());
-        #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-        let ok = *OK.get_or_init(|| false);
-        ok
-    }
-
-    /// How much earlier than `max_lifetime` an agent may be retired (two clock ticks).
-    pub fn slack() -> Duration {
-        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-        if Self::coarse() {
-            return Duration::from_nanos(coarse::resolution().unwrap_or(0).saturating_mul(2));
-        }
-        Duration::ZERO
-    }
-}
-
-impl Clock for PoolClock {
-    #[inline]
-    fn now(&self) -> Nanos {
-        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-        if Self::coarse() {
-            if let Some(n) = coarse::now() {
-                return n;
-            }
-        }
-        MonotonicClock.now()
-    }
-}
 type Fx = Effects<Agent, Notify>;
 
 struct Inner {
@@ -388,15 +319,12 @@ impl PyPool {
             initial_size,
             max_size,
             idle_timeout: limit("idle_timeout", idle_timeout)?,
-            max_lifetime: limit("max_lifetime", max_lifetime)?.map(|l| {
-                l.saturating_sub(PoolClock::slack())
-                    .max(Duration::from_nanos(1))
-            }),
+            max_lifetime: limit("max_lifetime", max_lifetime)?,
         };
         let acquire_timeout = limit("acquire_timeout", acquire_timeout)?;
         let interval = crate::clock::seconds("cleanup_interval", cleanup_interval)?;
         let inner = Arc::new(Inner {
-            core: PoolCore::new(limits, PoolClock),
+            core: PoolCore::new(limits, FastClock::init()),
             destroy,
         });
         let registration = match interval {

@@ -1,6 +1,6 @@
-//! A cheap monotonic clock for the cache's read path.
+//! A cheap monotonic clock for the hot paths (the cache's TTL check, the pool's age check).
 //!
-//! Every TTL check of a `get` needs "now". On some hosts (this project's VMs among them)
+//! Every TTL check of a `get` and every pooled call need "now". On some hosts (this project's VMs among them)
 //! `clock_gettime` costs 50–60 ns, as much as the rest of a hit. On x86-64 with an invariant
 //! TSC (`constant_tsc` and `nonstop_tsc`) this clock reads the TSC instead (~7 ns) and scales it
 //! to nanoseconds with a rate calibrated once against the monotonic clock; elsewhere it is
@@ -42,6 +42,14 @@ fn calibrate() -> Option<Tsc> {
     let line = flags.lines().find(|l| l.starts_with("flags"))?;
     let has = |f: &str| line.split_whitespace().any(|w| w == f);
     if !(has("constant_tsc") && has("nonstop_tsc")) {
+        return None;
+    }
+    // Trust the TSC only where the kernel does: its own clocksource must be the TSC (a VM
+    // whose TSC is unstable across vCPUs or migrations runs on kvm-clock/hpet instead).
+    let source =
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .ok()?;
+    if source.trim() != "tsc" {
         return None;
     }
     let mono = MonotonicClock;
