@@ -17,6 +17,15 @@ from .agent import Agent, AgentAdapter
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from ._agentperf import hash_key
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .semaphore import Semaphore
+from .batch import (
+    BatchError,
+    BatchExecutor,
+    BatchExecutorStats,
+    BatchItem,
+    BatchResult,
+    BatchStats,
+)
 
 __version__: str = _agentperf.__version__
 
@@ -25,12 +34,19 @@ __all__ = [
     "AgentAdapter",
     "AgentPerfError",
     "BatchConfig",
+    "BatchError",
+    "BatchExecutor",
+    "BatchExecutorStats",
+    "BatchItem",
+    "BatchResult",
+    "BatchStats",
     "BatchTimeoutError",
     "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
     "PoolConfig",
     "PoolTimeoutError",
+    "Semaphore",
     "__version__",
     "hash_key",
 ]

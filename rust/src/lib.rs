@@ -8,6 +8,7 @@ pub mod errors;
 pub mod keys;
 mod lifecycle;
 pub mod reaper;
+pub mod semaphore;
 pub mod waitq;
 
 
@@ -23,6 +24,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::keys::hash_key;
+
+    #[pymodule_export]
+    use crate::semaphore::{Semaphore, SemaphoreWait};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
