@@ -55,14 +55,15 @@ class Semaphore(_RustSemaphore):
                 raise ValueError(f"timeout={timeout!r}: must be >= 0 seconds (or None)")
             if timeout == 0:
                 return self.try_acquire()
-        wait = self._wait_async()
-        if wait is None:
+        parked = self._wait_async()
+        if parked is None:
             return True
+        future, wait = parked
         try:
             if timeout is None or math.isinf(timeout):
-                await wait.future
+                await future
             else:
-                await asyncio.wait_for(wait.future, timeout)
+                await asyncio.wait_for(future, timeout)
         except (TimeoutError, asyncio.TimeoutError):
             # A permit granted in the same instant as the timeout is kept.
             return wait.finish(True)

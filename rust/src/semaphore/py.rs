@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Where an asyncio waiter's future lives while it is queued. Emptied by whoever wakes it or by
@@ -120,9 +120,9 @@ impl Semaphore {
         Ok(())
     }
 
-    /// Asyncio slow path: `None` if a permit was free (the caller holds it), else a wait handle
-    /// queued in FIFO order whose `future` resolves when a permit is granted.
-    fn _wait_async(&self, py: Python<'_>) -> PyResult<Option<SemaphoreWait>> {
+    /// Asyncio slow path: `None` if a permit was free (the caller holds it), else
+    /// `(future, wait)`: queued in FIFO order, `future` resolves when a permit is granted.
+    fn _wait_async(&self, py: Python<'_>) -> PyResult<Option<(Py<PyAny>, SemaphoreWait)>> {
         if self.core.try_acquire() {
             return Ok(None);
         }
@@ -132,7 +132,8 @@ impl Semaphore {
         match self.core.acquire_or_enqueue(|| Some(slot.clone())) {
             Acquire::Acquired => Ok(None),
             Acquire::Queued(ticket) => {
-                Ok(Some(SemaphoreWait { core: self.core.clone(), ticket, slot, future }))
+                let slot = Arc::downgrade(&slot);
+                Ok(Some((future, SemaphoreWait { core: self.core.clone(), ticket, slot })))
             }
         }
     }
@@ -171,30 +172,32 @@ impl Semaphore {
     }
 }
 
-/// A queued asyncio acquire: await `future`, then call `finish(True)`; on cancellation call
+/// A queued asyncio acquire: await its future, then call `finish(True)`; on cancellation call
 /// `finish(False)`. Dropped unfinished (its task destroyed), it withdraws and hands on any
 /// permit it was granted, so nothing leaks.
+///
+/// It holds no Python object: the queue owns the future (through the slot) until it is woken,
+/// so a parked task is reachable from the semaphore, and no reference cycle runs through Rust
+/// where the garbage collector cannot see it.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_SemaphoreWait")]
 pub struct SemaphoreWait {
     core: Arc<Core<Notify>>,
     ticket: Arc<Ticket<Permit>>,
-    slot: Arc<Slot>,
-    future: Py<PyAny>,
+    slot: Weak<Slot>,
+}
+
+impl SemaphoreWait {
+    fn take_waiter(&self) -> Option<AsyncWaiter> {
+        self.slot.upgrade().and_then(|s| s.lock().take())
+    }
 }
 
 #[pymethods]
 impl SemaphoreWait {
-    /// The asyncio future that resolves once a permit is granted.
-    #[getter]
-    fn future(&self, py: Python<'_>) -> Py<PyAny> {
-        self.future.clone_ref(py)
-    }
-
     /// End the wait. With `keep`, returns whether a permit is now held (granted, possibly in the
     /// same instant as a timeout). Without, anything granted is handed on; returns `False`.
     fn finish(&self, py: Python<'_>, keep: bool) -> bool {
-        let waiter = self.slot.lock().take();
-        drop(waiter);
+        drop(self.take_waiter());
         let (kept, next) = self.core.finish(&self.ticket, keep);
         wake(py, next);
         kept
@@ -205,7 +208,7 @@ impl Drop for SemaphoreWait {
     fn drop(&mut self) {
         // Normally already finished (a no-op then). A wait dropped unfinished gives back a
         // permit it was granted but never took.
-        let waiter = self.slot.lock().take();
+        let waiter = self.take_waiter();
         let (_, next) = self.core.finish(&self.ticket, false);
         if waiter.is_some() || next.is_some() {
             let _ = Python::try_attach(|py| {
