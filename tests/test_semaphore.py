@@ -16,6 +16,12 @@ from hypothesis import strategies as st
 import agentperf as ap
 
 
+async def waiters(sem: ap.Semaphore, n: int) -> None:
+    """Until ``n`` callers are queued on ``sem`` (threads and tasks alike)."""
+    while sem.waiting < n:  # noqa: ASYNC110 - the state is in Rust, no event to wait on
+        await asyncio.sleep(0.001)
+
+
 def test_basic_counting_and_properties() -> None:
     sem = ap.Semaphore(3)
     assert sem.permits == 3 and sem.available == 3 and sem.waiting == 0
@@ -146,15 +152,12 @@ async def test_tasks_and_threads_share_one_fifo_queue() -> None:
         sem.release()
 
     t1 = asyncio.create_task(task("task1"))
-    while sem.waiting < 1:
-        await asyncio.sleep(0.001)
+    await waiters(sem, 1)
     th = threading.Thread(target=lambda: (sem.acquire(), order.append("thread"), sem.release()))
     th.start()
-    while sem.waiting < 2:
-        await asyncio.sleep(0.001)
+    await waiters(sem, 2)
     t2 = asyncio.create_task(task("task2"))
-    while sem.waiting < 3:
-        await asyncio.sleep(0.001)
+    await waiters(sem, 3)
     sem.release()
     await t1
     await asyncio.to_thread(th.join)
@@ -222,7 +225,7 @@ def test_random_cancellation_leaks_no_permit(
                     inside -= 1
 
         tasks = [asyncio.create_task(worker(hold)) for hold, _ in plan]
-        for (_, cancel), t in zip(plan, tasks):
+        for (_, cancel), t in zip(plan, tasks, strict=True):
             if cancel:
                 await asyncio.sleep(rnd.random() * 0.002)
                 t.cancel()

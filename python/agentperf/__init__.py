@@ -14,10 +14,6 @@ import os as _os
 
 from . import _agentperf
 from .agent import Agent, AgentAdapter
-from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
-from ._agentperf import hash_key
-from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
-from .semaphore import Semaphore
 from .batch import (
     BatchError,
     BatchExecutor,
@@ -26,6 +22,10 @@ from .batch import (
     BatchResult,
     BatchStats,
 )
+from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
+from ._agentperf import hash_key
+from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .semaphore import Semaphore
 
 __version__: str = _agentperf.__version__
 

@@ -30,6 +30,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import importlib
 import sys
 import threading
 import time
@@ -55,13 +56,12 @@ __all__ = [
 ]
 
 _INF = float("inf")
-_HAS_TIMEOUT_CM = sys.version_info >= (3, 11)
 
 
 class BatchError(NamedTuple):
     """One failed item: its position, its input and the exception its agent call raised."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as API.md names it
     input: Any
     error: BaseException
 
@@ -72,7 +72,7 @@ class BatchItem(NamedTuple):
     ``output`` is ``None`` and ``error`` the exception when the item failed.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]
     input: Any
     output: Any
     error: BaseException | None
@@ -132,12 +132,7 @@ class BatchExecutorStats:
 
 
 def _progress_bar(total: int | None) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - exercised by monkeypatching the import
-        raise ImportError(
-            "progress=True needs tqdm: install the extra with pip install 'agentperf[progress]'"
-        ) from None
+    tqdm: Any = importlib.import_module("tqdm.auto").tqdm  # checked by _check_progress
     return tqdm(total=total, unit="item", desc="batch")
 
 
@@ -258,7 +253,11 @@ class _Run:
             except TypeError:
                 self.total = None
             # A known length bounds what is taken (an object whose len() lies is cut there).
-            self.src = zip(range(self.total), it) if self.total is not None else enumerate(it)
+            self.src = (
+                zip(range(self.total), it, strict=False)
+                if self.total is not None
+                else enumerate(it)
+            )
         self.grow = self.total is None and not streaming
         self.outputs: list[Any] = (
             [None] * self.total if self.total is not None and not streaming else []
@@ -273,9 +272,12 @@ class _Run:
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.t0 = time.perf_counter()
         self.tasks: list[asyncio.Task[None]] = []
-        fast = not (
-            streaming or self.item_timeout is not None or self.sem is not None or self.progress
-        ) and self.src is not None
+        fast = (
+            not (
+                streaming or self.item_timeout is not None or self.sem is not None or self.progress
+            )
+            and self.src is not None
+        )
         fn = ex._async_call(self.loop)
         for _ in range(n):
             coro = self._fast_worker(fn) if fast else self._worker(fn)
@@ -523,7 +525,7 @@ class _Run:
 
 
 async def _with_timeout(aw: Awaitable[Any], seconds: float, i: int) -> Any:
-    if _HAS_TIMEOUT_CM:
+    if sys.version_info >= (3, 11):
         cm = asyncio.timeout(seconds)
         try:
             async with cm:
@@ -569,9 +571,11 @@ class BatchStream(AsyncIterator[BatchItem]):
         return self
 
     async def __anext__(self) -> BatchItem:
+        if self._closed:
+            raise StopAsyncIteration
         run = self._run
         if run is None:
-            if self._closed or self._inputs is None:
+            if self._inputs is None:
                 raise StopAsyncIteration
             self._ex._check_open()
             run = self._run = _Run(self._ex, self._inputs, True, self._progress, self._on_progress)
@@ -829,11 +833,10 @@ def _check_progress(progress: Any, on_progress: Any) -> bool:
         raise TypeError(f"on_progress={on_progress!r}: expected a callable or None")
     if progress:
         try:
-            import tqdm  # noqa: F401
+            importlib.import_module("tqdm")
         except ImportError:
             raise ImportError(
-                "progress=True needs tqdm: install the extra with "
-                "pip install 'agentperf[progress]'"
+                "progress=True needs tqdm: install the extra with pip install 'agentperf[progress]'"
             ) from None
     return progress
 

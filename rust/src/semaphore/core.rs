@@ -47,11 +47,19 @@ impl<N> Semaphore<N> {
     /// A semaphore with `permits` free permits (`permits >= 1`).
     pub fn new(permits: usize) -> Result<Self, Error> {
         if permits == 0 {
-            return Err(Error::Config { field: "permits", value: "0".into(), why: "must be >= 1" });
+            return Err(Error::Config {
+                field: "permits",
+                value: "0".into(),
+                why: "must be >= 1",
+            });
         }
         Ok(Self {
             permits,
-            inner: Mutex::new(Inner { available: permits, waiters: WaitQueue::new(), withdrawn: 0 }),
+            inner: Mutex::new(Inner {
+                available: permits,
+                waiters: WaitQueue::new(),
+                withdrawn: 0,
+            }),
         })
     }
 
@@ -103,15 +111,13 @@ impl<N> Semaphore<N> {
         }
         match self.acquire_or_enqueue(notify) {
             Acquire::Acquired => true,
-            Acquire::Queued(t) => {
-                match t.wait_until(deadline) {
-                    Some(()) => true,
-                    None => {
-                        self.note_withdrawn();
-                        false
-                    }
+            Acquire::Queued(t) => match t.wait_until(deadline) {
+                Some(()) => true,
+                None => {
+                    self.note_withdrawn();
+                    false
                 }
-            }
+            },
         }
     }
 
@@ -212,8 +218,12 @@ mod tests {
     fn fifo_and_no_barging() {
         let s = S::new(1).unwrap();
         assert!(s.try_acquire());
-        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else { panic!() };
-        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else { panic!() };
+        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else {
+            panic!()
+        };
+        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else {
+            panic!()
+        };
         assert_eq!(s.release().unwrap(), Some(1), "the oldest waiter is served");
         assert!(!s.try_acquire(), "a newcomer does not barge past the queue");
         assert_eq!(a.try_take(), Some(()));
@@ -227,10 +237,20 @@ mod tests {
     fn withdrawn_waiter_is_skipped_and_a_granted_permit_is_handed_on() {
         let s = S::new(1).unwrap();
         assert!(s.try_acquire());
-        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else { panic!() };
-        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else { panic!() };
-        let Acquire::Queued(c) = s.acquire_or_enqueue(|| 3) else { panic!() };
-        assert_eq!(s.withdraw(&a), (false, None), "nothing granted, nothing given back");
+        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else {
+            panic!()
+        };
+        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else {
+            panic!()
+        };
+        let Acquire::Queued(c) = s.acquire_or_enqueue(|| 3) else {
+            panic!()
+        };
+        assert_eq!(
+            s.withdraw(&a),
+            (false, None),
+            "nothing granted, nothing given back"
+        );
         assert_eq!(s.release().unwrap(), Some(2));
         // b is cancelled in the same instant it was granted: its permit goes to c.
         assert_eq!(s.withdraw(&b), (false, Some(3)));
@@ -246,7 +266,10 @@ mod tests {
         let t0 = Instant::now();
         assert!(!s.acquire_until(Some(Instant::now() + Duration::from_millis(20)), || 0));
         assert!(t0.elapsed() >= Duration::from_millis(19));
-        assert!(!s.acquire_until(Some(Instant::now()), || 0), "zero timeout does not wait");
+        assert!(
+            !s.acquire_until(Some(Instant::now()), || 0),
+            "zero timeout does not wait"
+        );
         let s2 = s.clone();
         let h = std::thread::spawn(move || s2.acquire_until(None, || 0));
         while s.waiting() == 0 {

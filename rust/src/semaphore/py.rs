@@ -42,7 +42,9 @@ pub struct Semaphore {
 }
 
 fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
-    let Some(t) = timeout.filter(|t| !t.is_none()) else { return Ok(None) };
+    let Some(t) = timeout.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
     let secs: f64 = if t.is_instance_of::<PyBool>() {
         return Err(Error::ConfigType {
             field: "timeout",
@@ -69,7 +71,9 @@ fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Insta
         }
         .into());
     }
-    Ok(Duration::try_from_secs_f64(secs).ok().and_then(|d| Instant::now().checked_add(d)))
+    Ok(Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d)))
 }
 
 #[pymethods]
@@ -79,7 +83,11 @@ impl Semaphore {
     fn new(permits: &Bound<'_, PyAny>) -> PyResult<Self> {
         let repr = || permits.repr().map(|r| r.to_string()).unwrap_or_default();
         if permits.is_instance_of::<PyBool>() || !permits.is_instance_of::<PyInt>() {
-            let tname = permits.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let tname = permits
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             return Err(PyTypeError::new_err(format!(
                 "permits={}: expected an int, got {tname}",
                 repr()
@@ -87,12 +95,26 @@ impl Semaphore {
         }
         let n: i128 = permits.extract().unwrap_or(i128::MAX);
         if n < 1 {
-            return Err(Error::Config { field: "permits", value: repr(), why: "must be >= 1" }.into());
+            return Err(Error::Config {
+                field: "permits",
+                value: repr(),
+                why: "must be >= 1",
+            }
+            .into());
         }
-        let n = usize::try_from(n).ok().filter(|&n| n <= u32::MAX as usize).ok_or_else(|| {
-            PyErr::from(Error::Config { field: "permits", value: repr(), why: "must be < 2**32" })
-        })?;
-        Ok(Self { core: Arc::new(Core::new(n)?) })
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| {
+                PyErr::from(Error::Config {
+                    field: "permits",
+                    value: repr(),
+                    why: "must be < 2**32",
+                })
+            })?;
+        Ok(Self {
+            core: Arc::new(Core::new(n)?),
+        })
     }
 
     /// Take a permit if one is free right now (never waits, never jumps the queue).
@@ -133,7 +155,14 @@ impl Semaphore {
             Acquire::Acquired => Ok(None),
             Acquire::Queued(ticket) => {
                 let slot = Arc::downgrade(&slot);
-                Ok(Some((future, SemaphoreWait { core: self.core.clone(), ticket, slot })))
+                Ok(Some((
+                    future,
+                    SemaphoreWait {
+                        core: self.core.clone(),
+                        ticket,
+                        slot,
+                    },
+                )))
             }
         }
     }
@@ -168,7 +197,11 @@ impl Semaphore {
     }
 
     fn __repr__(&self) -> String {
-        format!("Semaphore(permits={}, available={})", self.core.permits(), self.core.available())
+        format!(
+            "Semaphore(permits={}, available={})",
+            self.core.permits(),
+            self.core.available()
+        )
     }
 }
 
