@@ -497,14 +497,19 @@ async def test_async_concurrency_bound_under_stress(limit: int) -> None:
 @pytest.mark.parametrize("limit", [4, 40])
 def test_sync_agents_really_reach_max_concurrency(limit: int) -> None:
     flight = InFlight()
+    # The first `limit` calls pass only once all of them are in flight at the same time.
+    barrier = threading.Barrier(limit, timeout=10)
 
     def agent(x: int) -> int:
         with flight:
-            time.sleep(0.02)
+            if x < limit:
+                barrier.wait()
+            time.sleep(0.002)
         return x
 
     with ap.BatchExecutor(agent, max_concurrency=limit) as ex:
         r = ex.execute(range(limit * 4))
+    assert r.errors == []
     assert r.outputs == list(range(limit * 4))
     assert flight.peak == limit, "more than the loop's default executor, never above the limit"
 

@@ -418,25 +418,21 @@ class _Run:
             if hi > self.hi:
                 self.hi = hi
 
-    async def _pull(self) -> tuple[int, Any] | None:
-        if self.src is not None:
-            nxt = next(self.src, None)
-        else:
-            assert self.aiter is not None
-            async with self.alock:
-                if self.reason is not None or self.aexhausted:
-                    return None
-                try:
-                    x = await anext(self.aiter)
-                except StopAsyncIteration:
-                    self.aexhausted = True
-                    return None
-                nxt = (self.hi + 1, x)
-        if nxt is not None:
-            self.hi = nxt[0]
+    async def _pull_async(self) -> tuple[int, Any] | None:
+        """The next input of an async iterable (one puller at a time: generators insist)."""
+        assert self.aiter is not None
+        async with self.alock:
+            if self.reason is not None or self.aexhausted:
+                return None
+            try:
+                x = await anext(self.aiter)
+            except StopAsyncIteration:
+                self.aexhausted = True
+                return None
+            i = self.hi = self.hi + 1
             if self.grow:
                 self.outputs.append(None)
-        return nxt
+            return i, x
 
     def _count(self, dt: float) -> None:
         self.t_sum += dt
@@ -457,14 +453,24 @@ class _Run:
         sem = self.sem
         item_timeout = self.item_timeout
         chan = self.chan
+        src = self.src
         i, x = -1, None
         running = False
         try:
             while self.reason is None:
-                nxt = await self._pull()
-                if nxt is None:
-                    break
-                i, x = nxt
+                if src is not None:  # a sync iterable: no coroutine per pull
+                    nxt = next(src, None)
+                    if nxt is None:
+                        break
+                    i, x = nxt
+                    self.hi = i
+                    if self.grow:
+                        self.outputs.append(None)
+                else:
+                    nxt = await self._pull_async()
+                    if nxt is None:
+                        break
+                    i, x = nxt
                 if sem is not None and not sem.try_acquire():
                     await sem.aacquire()
                 running = True
@@ -511,6 +517,9 @@ class _Run:
                 self._count(dt)
                 if chan is not None:
                     item = BatchItem(i, x, out, None)
+                    if len(chan.buf) < chan.cap:
+                        chan.push_nowait(item)
+                        continue
                     try:
                         await chan.push(item)
                     except asyncio.CancelledError:
@@ -580,8 +589,14 @@ class BatchStream(AsyncIterator[BatchItem]):
             self._ex._check_open()
             run = self._run = _Run(self._ex, self._inputs, True, self._progress, self._on_progress)
             self._inputs = None
-        assert run.chan is not None
-        item = await run.chan.pop()
+        chan = run.chan
+        assert chan is not None
+        if chan.buf:
+            first = chan.buf.popleft()
+            if chan.putters:
+                chan.push_wake()
+            return first
+        item = await chan.pop()
         if item is None:
             if run.fatal is not None:
                 e, run.fatal = run.fatal, None
