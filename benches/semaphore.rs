@@ -46,7 +46,10 @@ fn uncontended(c: &mut Criterion) {
             black_box(s.release().ok());
         })
     });
-    let n = Naive { free: Mutex::new(4), cv: Condvar::new() };
+    let n = Naive {
+        free: Mutex::new(4),
+        cv: Condvar::new(),
+    };
     g.bench_function("mutex+condvar acquire+release", |b| {
         b.iter(|| {
             n.acquire();
@@ -81,7 +84,10 @@ fn contended(c: &mut Criterion) {
     });
     g.bench_function("mutex+condvar (unfair)", |b| {
         b.iter(|| {
-            let s = Arc::new(Naive { free: Mutex::new(2), cv: Condvar::new() });
+            let s = Arc::new(Naive {
+                free: Mutex::new(2),
+                cv: Condvar::new(),
+            });
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     let s = s.clone();
