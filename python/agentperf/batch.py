@@ -18,7 +18,9 @@ not only those pending; leaving an :meth:`~BatchExecutor.astream` loop early (``
 exception, ``aclose()``) cancels the rest. A *blocking* agent's call cannot be interrupted inside
 its thread: its item is recorded as stopped at once (failed with a timeout error, or cancelled)
 and the thread finishes that call in the background, still counted against the thread pool, so
-calls in flight never exceed ``max_concurrency`` threads.
+calls in flight never exceed ``max_concurrency`` threads (a later item may wait for that thread,
+and its ``item_timeout`` runs meanwhile). Its permit of a shared ``semaphore`` is returned when
+the item is recorded. Concurrent batches of one executor share its threads.
 
 An exception raised by the *input iterable* itself (or by an ``on_progress`` callback) is not an
 item error: it stops the batch and is raised from ``aexecute``/``execute``/the stream.
