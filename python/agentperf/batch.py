@@ -232,7 +232,6 @@ class _Run:
         self.hi = -1  # highest index taken
         self.streaming = streaming
         self.chan: _Chan | None = _Chan(max(cfg.max_concurrency, 16)) if streaming else None
-        self.result: BatchResult | None = None
         self.stats: BatchStats | None = None
 
         self.aiter: AsyncIterator[Any] | None = None
