@@ -92,40 +92,44 @@ if sys.version_info < (3, 11):
     del PEERS["asyncio.TaskGroup + Semaphore"]
 
 
-def measure(peer: str, fn: Fn, n: int, c: int, rounds: int) -> float:
-    """Median seconds of `rounds` runs, each on a fresh event loop."""
-    times = []
+def _once(peer: str, fn: Fn, n: int, c: int) -> float:
+    """Seconds of one run on a fresh event loop."""
+    out: list[float] = []
     run = PEERS[peer]
+
+    async def main() -> None:
+        t0 = time.perf_counter()
+        res = await run(fn, range(n), c)
+        out.append(time.perf_counter() - t0)
+        assert len(res) == n and res[-1] == n - 1
+
+    gc.collect()
+    asyncio.run(main())
+    return out[0]
+
+
+def measure_all(peers: dict[str, int], fn: Fn, c: int, rounds: int) -> dict[str, float]:
+    """Median seconds per peer (peer -> item count). Rounds are interleaved across peers, so
+    a burst of load on the machine hits every peer alike."""
+    times: dict[str, list[float]] = {p: [] for p in peers}
     for _ in range(rounds):
-        gc.collect()
-
-        async def main() -> None:
-            t0 = time.perf_counter()
-            out = await run(fn, range(n), c)
-            times.append(time.perf_counter() - t0)
-            assert len(out) == n and out[-1] == n - 1
-
-        asyncio.run(main())
-    return statistics.median(times)
+        for peer, n in peers.items():
+            times[peer].append(_once(peer, fn, n, c))
+    return {p: statistics.median(ts) for p, ts in times.items()}
 
 
 def sleep_table(rounds: int) -> None:
     print("\n1000 tasks x asyncio.sleep(0.001): median ms (ratio to gather+Semaphore)")
     concs = [10, 20, 100, 1000]
     print(f"{'':34}" + "".join(f"{'c=' + str(c):>18}" for c in concs))
-    base: dict[int, float] = {}
-    rows: dict[str, list[float]] = {}
+    peers = {p: 1000 for p in PEERS if p != "serial"}
+    cols = [measure_all(peers, sleepy, c, rounds) for c in concs]
+    serial_t = _once("serial", sleepy, 1000, 1)
     for peer in PEERS:
-        if peer == "serial":
-            t = measure(peer, sleepy, 1000, 1, 1)
-            rows[peer] = [t] * len(concs)
-            continue
-        rows[peer] = [measure(peer, sleepy, 1000, c, rounds) for c in concs]
-        if peer == "asyncio.gather + Semaphore":
-            base = dict(zip(concs, rows[peer], strict=True))
-    for peer, ts in rows.items():
+        ts = [serial_t] * len(concs) if peer == "serial" else [col[peer] for col in cols]
         cells = "".join(
-            f"{t * 1e3:>9.1f} ({t / base[c]:4.2f}x)" for t, c in zip(ts, concs, strict=True)
+            f"{t * 1e3:>9.1f} ({t / col['asyncio.gather + Semaphore']:4.2f}x)"
+            for t, col in zip(ts, cols, strict=True)
         )
         print(f"{peer:34}{cells}")
 
@@ -134,14 +138,14 @@ def trivial_table(rounds: int, n: int) -> None:
     print("\ntrivial tasks (async def f(x): return x): items/s, median (vs gather+Semaphore)")
     concs = [100, 1000]
     print(f"{'':34}" + "".join(f"{'c=' + str(c):>22}" for c in concs))
-    rows: dict[str, list[float]] = {}
-    for peer in PEERS:
-        # The slow peers run fewer items (their rate does not depend on the count).
-        k = n if peer not in ("langchain RunnableLambda.abatch", "aiometer.run_all") else n // 10
-        rows[peer] = [k / measure(peer, trivial, k, c, rounds) for c in concs]
-    base = rows["asyncio.gather + Semaphore"]
-    for peer, rates in rows.items():
-        cells = "".join(f"{r:>13,.0f} ({r / b:5.2f}x)" for r, b in zip(rates, base, strict=True))
+    # The slow peers run fewer items (their rate does not depend on the count).
+    slow = ("langchain RunnableLambda.abatch", "aiometer.run_all")
+    peers = {p: n // 10 if p in slow else n for p in PEERS}
+    cols = [measure_all(peers, trivial, c, rounds) for c in concs]
+    rates = {p: [peers[p] / col[p] for col in cols] for p in PEERS}
+    base = rates["asyncio.gather + Semaphore"]
+    for peer, rs in rates.items():
+        cells = "".join(f"{r:>13,.0f} ({r / b:5.2f}x)" for r, b in zip(rs, base, strict=True))
         print(f"{peer:34}{cells}")
 
 
