@@ -661,3 +661,30 @@ async def test_cancelling_aexecute_leaves_nothing_behind() -> None:
         await task
     await settle()
     assert only_this_task_left()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("stop", ["fail_fast", "item_timeout", "early_exit"])
+async def test_semaphore_permits_come_back_however_items_stop(stop: str) -> None:
+    sem = ap.Semaphore(2)
+
+    async def agent(x: int) -> int:
+        if x == 3:
+            raise Boom()
+        await asyncio.sleep(0.001 if x < 6 else 10)
+        return x
+
+    kw: dict[str, Any] = {"max_concurrency": 4, "semaphore": sem}
+    if stop == "fail_fast":
+        r = await ap.BatchExecutor(agent, error_policy="fail_fast", **kw).aexecute(range(50))
+        assert r.stats.failure_count == 1
+    elif stop == "item_timeout":
+        r = await ap.BatchExecutor(agent, item_timeout=0.05, **kw).aexecute(range(12))
+        assert sorted(e.index for e in r.errors) == [3, *range(6, 12)]
+    else:
+        async for item in ap.BatchExecutor(agent, **kw).astream(range(50)):
+            if item.index == 5:
+                break
+    await settle()
+    assert only_this_task_left()
+    assert sem.available == 2 and sem.waiting == 0
