@@ -15,10 +15,19 @@ import os as _os
 from . import _agentperf
 from ._agentperf import hash_key
 from .agent import Agent, AgentAdapter
+from .batch import (
+    BatchError,
+    BatchExecutor,
+    BatchExecutorStats,
+    BatchItem,
+    BatchResult,
+    BatchStats,
+)
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .pool import AgentPool, PoolStats
+from .semaphore import Semaphore
 
 __version__: str = _agentperf.__version__
 
@@ -28,17 +37,24 @@ __all__ = [
     "AgentPerfError",
     "AgentPool",
     "BatchConfig",
+    "BatchError",
+    "BatchExecutor",
+    "BatchExecutorStats",
+    "BatchItem",
+    "BatchResult",
+    "BatchStats",
     "BatchTimeoutError",
     "Cache",
+    "CacheConfig",
     "CacheStats",
     "CachedAgent",
     "CachedFunction",
-    "CacheConfig",
     "ErrorPolicy",
     "PoolClosedError",
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "Semaphore",
     "__version__",
     "cached",
     "hash_key",

@@ -11,6 +11,7 @@ pub mod keys;
 mod lifecycle;
 pub mod pool;
 pub mod reaper;
+pub mod semaphore;
 pub mod waitq;
 
 /// The extension module `agentperf._agentperf`; only exports.
@@ -31,6 +32,7 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};
+    use crate::semaphore::{Semaphore, SemaphoreWait};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

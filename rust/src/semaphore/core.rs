@@ -1,0 +1,326 @@
+//! Permit accounting for the shared semaphore, free of PyO3.
+//!
+//! One lock guards the free count and one FIFO [`WaitQueue`] of waiters of every kind (blocked
+//! threads and asyncio tasks alike); the notifier `N` tells the binding how to wake an async
+//! waiter and is returned to be called once the lock is released.
+//!
+//! Invariant: `available > 0` implies the queue holds no live waiter. A release hands its permit
+//! to the oldest live waiter before it ever raises `available`, and a caller only queues when
+//! `available == 0`. So the fast path (`try_acquire`) never barges past a queued waiter, and
+//! FIFO fairness needs no extra bookkeeping. A permit granted to a waiter that gives up in the
+//! same instant comes back through [`Semaphore::withdraw`] and goes to the next waiter.
+
+use crate::errors::Error;
+use crate::waitq::{Ticket, WaitQueue};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A permit handed to a waiter; the ticket carries no value beyond "you have one".
+pub type Permit = ();
+
+#[derive(Debug)]
+struct Inner<N> {
+    available: usize,
+    waiters: WaitQueue<Permit, N>,
+    /// Waiters that gave up since the last sweep (an upper bound: some were skipped by grants).
+    withdrawn: usize,
+}
+
+/// Outcome of [`Semaphore::acquire_or_enqueue`].
+#[derive(Debug)]
+pub enum Acquire {
+    /// A permit was free; the caller holds it now.
+    Acquired,
+    /// The caller is queued; wait on the ticket (or its notifier), then take or withdraw it.
+    Queued(Arc<Ticket<Permit>>),
+}
+
+/// A counting semaphore with `permits` permits, FIFO-fair among waiters of every kind.
+#[derive(Debug)]
+pub struct Semaphore<N> {
+    permits: usize,
+    inner: Mutex<Inner<N>>,
+}
+
+impl<N> Semaphore<N> {
+    /// A semaphore with `permits` free permits (`permits >= 1`).
+    pub fn new(permits: usize) -> Result<Self, Error> {
+        if permits == 0 {
+            return Err(Error::Config {
+                field: "permits",
+                value: "0".into(),
+                why: "must be >= 1",
+            });
+        }
+        Ok(Self {
+            permits,
+            inner: Mutex::new(Inner {
+                available: permits,
+                waiters: WaitQueue::new(),
+                withdrawn: 0,
+            }),
+        })
+    }
+
+    /// The number of permits the semaphore was created with.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Permits free right now.
+    pub fn available(&self) -> usize {
+        self.inner.lock().available
+    }
+
+    /// Live waiters right now (sweeps withdrawn tickets).
+    pub fn waiting(&self) -> usize {
+        let mut g = self.inner.lock();
+        g.withdrawn = 0;
+        g.waiters.live()
+    }
+
+    /// Take a permit if one is free. Never barges past a queued waiter (see the invariant).
+    pub fn try_acquire(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.available > 0 {
+            g.available -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Take a free permit, or queue at the back with `notify` (built only when queuing).
+    pub fn acquire_or_enqueue(&self, notify: impl FnOnce() -> N) -> Acquire {
+        let mut g = self.inner.lock();
+        if g.available > 0 {
+            g.available -= 1;
+            return Acquire::Acquired;
+        }
+        let n = notify();
+        Acquire::Queued(g.waiters.push(n))
+    }
+
+    /// Block the calling thread until a permit is granted or `deadline` passes; `notify` is
+    /// the notifier stored with a thread waiter (the ticket's condvar does the waking). Never
+    /// holds the lock while waiting. Returns whether a permit is now held.
+    pub fn acquire_until(&self, deadline: Option<Instant>, notify: impl FnOnce() -> N) -> bool {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return self.try_acquire();
+        }
+        match self.acquire_or_enqueue(notify) {
+            Acquire::Acquired => true,
+            Acquire::Queued(t) => match t.wait_until(deadline) {
+                Some(()) => true,
+                None => {
+                    self.note_withdrawn();
+                    false
+                }
+            },
+        }
+    }
+
+    /// Give a permit back: to the oldest live waiter if any (returning its notifier, to call
+    /// once no lock is held), else to the free count. More releases than acquires is an error
+    /// (`ValueError`), not a silently growing limit.
+    pub fn release(&self) -> Result<Option<N>, Error> {
+        let mut g = self.inner.lock();
+        if g.available >= self.permits {
+            return Err(Error::Value(format!(
+                "Semaphore.release(): released more often than acquired (all {} permits are \
+                 already free)",
+                self.permits
+            )));
+        }
+        Ok(Self::hand_on(&mut g))
+    }
+
+    fn hand_on(g: &mut Inner<N>) -> Option<N> {
+        match g.waiters.grant_next(()) {
+            Ok(n) => Some(n),
+            Err(()) => {
+                g.available += 1;
+                None
+            }
+        }
+    }
+
+    /// A queued waiter gives up (cancelled, timed out). Returns `(kept, notify)`: `kept` is
+    /// false; if a permit had been granted in the same instant it is handed on at once and
+    /// `notify` is the next waiter to wake. With `keep`, see [`Self::finish`].
+    pub fn withdraw(&self, ticket: &Ticket<Permit>) -> (bool, Option<N>) {
+        self.finish(ticket, false)
+    }
+
+    /// End a wait: withdraw the ticket; a permit granted meanwhile is kept if `keep` (returns
+    /// `(true, None)`), else handed on to the next waiter (returns `(false, its notifier)`).
+    pub fn finish(&self, ticket: &Ticket<Permit>, keep: bool) -> (bool, Option<N>) {
+        match ticket.withdraw() {
+            Some(()) if keep => (true, None),
+            Some(()) => {
+                let mut g = self.inner.lock();
+                (false, Self::hand_on(&mut g))
+            }
+            None => {
+                self.note_withdrawn();
+                (false, None)
+            }
+        }
+    }
+
+    /// Count a withdrawn ticket and sweep the queue once they make up half of it, so a long
+    /// run of timeouts with no release cannot grow the queue without bound.
+    fn note_withdrawn(&self) {
+        let mut g = self.inner.lock();
+        g.withdrawn += 1;
+        if g.withdrawn >= 32 && g.withdrawn * 2 >= g.waiters.len() {
+            g.withdrawn = 0;
+            g.waiters.live();
+        }
+    }
+
+    /// Queued tickets, withdrawn ones included (for tests).
+    pub fn queued(&self) -> usize {
+        self.inner.lock().waiters.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    type S = Semaphore<u32>;
+
+    #[test]
+    fn zero_permits_is_a_config_error() {
+        let e = S::new(0).unwrap_err();
+        assert!(e.to_string().contains("permits=0"), "{e}");
+    }
+
+    #[test]
+    fn try_acquire_and_release_count() {
+        let s = S::new(2).unwrap();
+        assert!(s.try_acquire());
+        assert!(s.try_acquire());
+        assert!(!s.try_acquire());
+        assert_eq!(s.available(), 0);
+        assert!(s.release().unwrap().is_none());
+        assert!(s.release().unwrap().is_none());
+        assert_eq!(s.available(), 2);
+        assert!(s.release().is_err(), "over-release is an error");
+        assert_eq!(s.available(), 2);
+    }
+
+    #[test]
+    fn fifo_and_no_barging() {
+        let s = S::new(1).unwrap();
+        assert!(s.try_acquire());
+        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else {
+            panic!()
+        };
+        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else {
+            panic!()
+        };
+        assert_eq!(s.release().unwrap(), Some(1), "the oldest waiter is served");
+        assert!(!s.try_acquire(), "a newcomer does not barge past the queue");
+        assert_eq!(a.try_take(), Some(()));
+        assert_eq!(s.release().unwrap(), Some(2));
+        assert_eq!(b.try_take(), Some(()));
+        assert!(s.release().unwrap().is_none());
+        assert_eq!(s.available(), 1);
+    }
+
+    #[test]
+    fn withdrawn_waiter_is_skipped_and_a_granted_permit_is_handed_on() {
+        let s = S::new(1).unwrap();
+        assert!(s.try_acquire());
+        let Acquire::Queued(a) = s.acquire_or_enqueue(|| 1) else {
+            panic!()
+        };
+        let Acquire::Queued(b) = s.acquire_or_enqueue(|| 2) else {
+            panic!()
+        };
+        let Acquire::Queued(c) = s.acquire_or_enqueue(|| 3) else {
+            panic!()
+        };
+        assert_eq!(
+            s.withdraw(&a),
+            (false, None),
+            "nothing granted, nothing given back"
+        );
+        assert_eq!(s.release().unwrap(), Some(2));
+        // b is cancelled in the same instant it was granted: its permit goes to c.
+        assert_eq!(s.withdraw(&b), (false, Some(3)));
+        assert_eq!(s.finish(&c, true), (true, None));
+        assert!(s.release().unwrap().is_none());
+        assert_eq!(s.available(), 1);
+    }
+
+    #[test]
+    fn blocking_acquire_times_out_and_is_woken() {
+        let s = Arc::new(S::new(1).unwrap());
+        assert!(s.try_acquire());
+        let t0 = Instant::now();
+        assert!(!s.acquire_until(Some(Instant::now() + Duration::from_millis(20)), || 0));
+        assert!(t0.elapsed() >= Duration::from_millis(19));
+        assert!(
+            !s.acquire_until(Some(Instant::now()), || 0),
+            "zero timeout does not wait"
+        );
+        let s2 = s.clone();
+        let h = std::thread::spawn(move || s2.acquire_until(None, || 0));
+        while s.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        s.release().unwrap();
+        assert!(h.join().unwrap());
+        assert_eq!(s.available(), 0);
+        s.release().unwrap();
+        assert_eq!(s.available(), 1);
+    }
+
+    #[test]
+    fn timed_out_waiters_are_swept() {
+        let s = S::new(1).unwrap();
+        assert!(s.try_acquire());
+        for _ in 0..1000 {
+            assert!(!s.acquire_until(Some(Instant::now()), || 0));
+        }
+        assert!(s.queued() < 100, "queue grew to {}", s.queued());
+    }
+
+    #[test]
+    fn threads_never_exceed_the_limit_and_leak_nothing() {
+        let s = Arc::new(S::new(3).unwrap());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, inside, peak) = (s.clone(), inside.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    for k in 0..300 {
+                        let got = if (i + k) % 3 == 0 {
+                            s.acquire_until(Some(Instant::now() + Duration::from_micros(50)), || 0)
+                        } else {
+                            s.acquire_until(None, || 0)
+                        };
+                        if got {
+                            let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            s.release().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert_eq!(s.available(), 3);
+    }
+}

@@ -1,0 +1,253 @@
+//! The Python face of the semaphore: `agentperf._agentperf.Semaphore` (subclassed in
+//! `python/agentperf/semaphore.py`, which adds the `async` methods) and the wait handle an
+//! asyncio waiter parks on.
+
+use super::core::{Acquire, Permit, Semaphore as Core};
+use crate::aio::AsyncWaiter;
+use crate::errors::Error;
+use crate::waitq::Ticket;
+use parking_lot::Mutex;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Where an asyncio waiter's future lives while it is queued. Emptied by whoever wakes it or by
+/// the waiter when it gives up, always outside the core lock, so the queue itself only ever
+/// drops empty slots (no Python object is released under a Rust lock).
+type Slot = Mutex<Option<AsyncWaiter>>;
+/// The queue's notifier: `None` for a blocked thread (its ticket's condvar wakes it).
+type Notify = Option<Arc<Slot>>;
+
+fn wake(py: Python<'_>, n: Option<Notify>) {
+    if let Some(Some(slot)) = n {
+        let waiter = slot.lock().take();
+        if let Some(w) = waiter {
+            w.wake(py);
+        }
+    }
+}
+
+/// A counting semaphore whose permits are kept in Rust: one limit shared by threads and by
+/// asyncio tasks on any number of event loops, FIFO-fair among waiters of every kind.
+///
+/// >>> sem = Semaphore(2)
+/// >>> with sem:
+/// ...     sem.available
+/// 1
+#[pyclass(frozen, subclass, module = "agentperf", name = "Semaphore")]
+pub struct Semaphore {
+    core: Arc<Core<Notify>>,
+}
+
+fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+    let Some(t) = timeout.filter(|t| !t.is_none()) else {
+        return Ok(None);
+    };
+    let secs: f64 = if t.is_instance_of::<PyBool>() {
+        return Err(Error::ConfigType {
+            field: "timeout",
+            value: format!("{t}"),
+            expected: "a number of seconds or a timedelta",
+        }
+        .into());
+    } else if t.hasattr("total_seconds")? {
+        t.call_method0("total_seconds")?.extract()?
+    } else {
+        t.extract().map_err(|_| {
+            PyErr::from(Error::ConfigType {
+                field: "timeout",
+                value: t.repr().map(|r| r.to_string()).unwrap_or_default(),
+                expected: "a number of seconds or a timedelta",
+            })
+        })?
+    };
+    if secs.is_nan() || secs < 0.0 {
+        return Err(Error::Config {
+            field: "timeout",
+            value: secs.to_string(),
+            why: "must be >= 0 seconds (or None to wait forever)",
+        }
+        .into());
+    }
+    Ok(Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d)))
+}
+
+#[pymethods]
+impl Semaphore {
+    /// `Semaphore(permits)`: `permits` is an int >= 1.
+    #[new]
+    fn new(permits: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let repr = || permits.repr().map(|r| r.to_string()).unwrap_or_default();
+        if permits.is_instance_of::<PyBool>() || !permits.is_instance_of::<PyInt>() {
+            let tname = permits
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            return Err(PyTypeError::new_err(format!(
+                "permits={}: expected an int, got {tname}",
+                repr()
+            )));
+        }
+        let n: i128 = permits.extract().unwrap_or(i128::MAX);
+        if n < 1 {
+            return Err(Error::Config {
+                field: "permits",
+                value: repr(),
+                why: "must be >= 1",
+            }
+            .into());
+        }
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| {
+                PyErr::from(Error::Config {
+                    field: "permits",
+                    value: repr(),
+                    why: "must be < 2**32",
+                })
+            })?;
+        Ok(Self {
+            core: Arc::new(Core::new(n)?),
+        })
+    }
+
+    /// Take a permit if one is free right now (never waits, never jumps the queue).
+    fn try_acquire(&self) -> bool {
+        self.core.try_acquire()
+    }
+
+    /// Take a permit, blocking the calling thread (without the GIL) up to `timeout` seconds
+    /// (`None`: forever; `0`: do not wait). Returns whether a permit was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        if self.core.try_acquire() {
+            return Ok(true);
+        }
+        let deadline = timeout_deadline(timeout)?;
+        let core = &self.core;
+        Ok(py.detach(|| core.acquire_until(deadline, || None)))
+    }
+
+    /// Give a permit back (to the oldest waiter if any). Releasing more often than acquiring
+    /// raises `ValueError` instead of silently raising the limit.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let n = self.core.release()?;
+        wake(py, n);
+        Ok(())
+    }
+
+    /// Asyncio slow path: `None` if a permit was free (the caller holds it), else
+    /// `(future, wait)`: queued in FIFO order, `future` resolves when a permit is granted.
+    fn _wait_async(&self, py: Python<'_>) -> PyResult<Option<(Py<PyAny>, SemaphoreWait)>> {
+        if self.core.try_acquire() {
+            return Ok(None);
+        }
+        let waiter = AsyncWaiter::new(py)?;
+        let future = waiter.future(py).unbind();
+        let slot: Arc<Slot> = Arc::new(Mutex::new(Some(waiter)));
+        match self.core.acquire_or_enqueue(|| Some(slot.clone())) {
+            Acquire::Acquired => Ok(None),
+            Acquire::Queued(ticket) => {
+                let slot = Arc::downgrade(&slot);
+                Ok(Some((
+                    future,
+                    SemaphoreWait {
+                        core: self.core.clone(),
+                        ticket,
+                        slot,
+                    },
+                )))
+            }
+        }
+    }
+
+    /// Permits free right now.
+    #[getter]
+    fn available(&self) -> usize {
+        self.core.available()
+    }
+
+    /// The number of permits the semaphore was created with.
+    #[getter]
+    fn permits(&self) -> usize {
+        self.core.permits()
+    }
+
+    /// Callers (threads and tasks) queued for a permit right now.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.core.waiting()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().acquire(slf.py(), None)?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.release(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Semaphore(permits={}, available={})",
+            self.core.permits(),
+            self.core.available()
+        )
+    }
+}
+
+/// A queued asyncio acquire: await its future, then call `finish(True)`; on cancellation call
+/// `finish(False)`. Dropped unfinished (its task destroyed), it withdraws and hands on any
+/// permit it was granted, so nothing leaks.
+///
+/// It holds no Python object: the queue owns the future (through the slot) until it is woken,
+/// so a parked task is reachable from the semaphore, and no reference cycle runs through Rust
+/// where the garbage collector cannot see it.
+#[pyclass(frozen, module = "agentperf._agentperf", name = "_SemaphoreWait")]
+pub struct SemaphoreWait {
+    core: Arc<Core<Notify>>,
+    ticket: Arc<Ticket<Permit>>,
+    slot: Weak<Slot>,
+}
+
+impl SemaphoreWait {
+    fn take_waiter(&self) -> Option<AsyncWaiter> {
+        self.slot.upgrade().and_then(|s| s.lock().take())
+    }
+}
+
+#[pymethods]
+impl SemaphoreWait {
+    /// End the wait. With `keep`, returns whether a permit is now held (granted, possibly in the
+    /// same instant as a timeout). Without, anything granted is handed on; returns `False`.
+    fn finish(&self, py: Python<'_>, keep: bool) -> bool {
+        drop(self.take_waiter());
+        let (kept, next) = self.core.finish(&self.ticket, keep);
+        wake(py, next);
+        kept
+    }
+}
+
+impl Drop for SemaphoreWait {
+    fn drop(&mut self) {
+        // Normally already finished (a no-op then). A wait dropped unfinished gives back a
+        // permit it was granted but never took.
+        let waiter = self.take_waiter();
+        let (_, next) = self.core.finish(&self.ticket, false);
+        if waiter.is_some() || next.is_some() {
+            let _ = Python::try_attach(|py| {
+                drop(waiter);
+                wake(py, next);
+            });
+        }
+    }
+}
