@@ -52,7 +52,7 @@ def main() -> None:
             f"Active: {s.active_count}/{s.max_size} ({s.utilization_pct:.2f}% utilization), "
             f"created {s.created}, acquired {s.acquired}, waits {s.waits}"
         )
-        assert s.created <= 4 and s.acquired == s.released == 403
+        assert s.created <= 4 and s.acquired == s.released == 402
 
 
 if __name__ == "__main__":

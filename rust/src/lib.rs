@@ -32,6 +32,8 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};
+
+    #[pymodule_export]
     use crate::semaphore::{Semaphore, SemaphoreWait};
 
     #[pymodule_init]
