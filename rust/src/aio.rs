@@ -17,8 +17,10 @@ fn asyncio_attr<'py>(
     cell: &'static PyOnceLock<Py<PyAny>>,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind()))
-        .map(|f| f.bind(py))
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("asyncio")?.getattr(name)?.unbind())
+    })
+    .map(|f| f.bind(py))
 }
 
 /// The running event loop; `RuntimeError` outside one.
@@ -28,7 +30,9 @@ pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 
 /// Whether an event loop runs in this thread (the sync twins refuse to block it).
 pub fn in_running_loop(py: Python<'_>) -> PyResult<bool> {
-    Ok(!asyncio_attr(py, &PEEK_RUNNING_LOOP, "_get_running_loop")?.call0()?.is_none())
+    Ok(!asyncio_attr(py, &PEEK_RUNNING_LOOP, "_get_running_loop")?
+        .call0()?
+        .is_none())
 }
 
 #[pyfunction]
@@ -63,7 +67,10 @@ impl AsyncWaiter {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
         let lp = running_loop(py)?;
         let fut = lp.call_method0("create_future")?;
-        Ok(Self { event_loop: lp.unbind(), future: fut.unbind() })
+        Ok(Self {
+            event_loop: lp.unbind(),
+            future: fut.unbind(),
+        })
     }
 
     /// The future to await.
@@ -94,7 +101,8 @@ impl AsyncWaiter {
             set_if_pending(fut, exc)
         } else {
             setter(py).and_then(|s| {
-                lp.call_method1("call_soon_threadsafe", (s, fut, exc)).map(|_| ())
+                lp.call_method1("call_soon_threadsafe", (s, fut, exc))
+                    .map(|_| ())
             })
         };
         // A closed loop or a finished future means nobody awaits any more; the waiter's own

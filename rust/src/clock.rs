@@ -76,11 +76,13 @@ pub fn seconds(field: &'static str, v: f64) -> Result<Option<Duration>, crate::e
     if v.is_infinite() {
         return Ok(None);
     }
-    Duration::try_from_secs_f64(v).map(Some).map_err(|_| crate::errors::Error::Config {
-        field,
-        value: format!("{v}"),
-        why: "is too large",
-    })
+    Duration::try_from_secs_f64(v)
+        .map(Some)
+        .map_err(|_| crate::errors::Error::Config {
+            field,
+            value: format!("{v}"),
+            why: "is too large",
+        })
 }
 
 #[cfg(test)]
@@ -109,7 +111,10 @@ mod tests {
         assert!(seconds("ttl", -1.0).is_err());
         assert!(seconds("ttl", f64::NAN).is_err());
         assert_eq!(seconds("ttl", f64::INFINITY).unwrap(), None);
-        assert_eq!(seconds("ttl", 1.5).unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            seconds("ttl", 1.5).unwrap(),
+            Some(Duration::from_millis(1500))
+        );
         let e = seconds("ttl", -2.0).unwrap_err().to_string();
         assert!(e.contains("ttl") && e.contains("-2"), "{e}");
     }

@@ -15,9 +15,17 @@ static BATCH_TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
     /// A configuration value of the right type but out of range.
-    Config { field: &'static str, value: String, why: &'static str },
+    Config {
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
     /// A configuration value of the wrong type.
-    ConfigType { field: &'static str, value: String, expected: &'static str },
+    ConfigType {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     /// Acquire on a closed pool.
     PoolClosed,
     /// No agent became free within the timeout (seconds).
@@ -34,7 +42,11 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Config { field, value, why } => write!(f, "{field}={value}: {why}"),
-            Error::ConfigType { field, value, expected } => {
+            Error::ConfigType {
+                field,
+                value,
+                expected,
+            } => {
                 write!(f, "{field}={value}: expected {expected}")
             }
             Error::PoolClosed => write!(f, "the pool is closed"),
@@ -54,9 +66,7 @@ impl From<Error> for PyErr {
             Error::ConfigType { .. } => PyTypeError::new_err(msg),
             Error::Key(_) => PyValueError::new_err(msg),
             Error::Runtime(_) => PyRuntimeError::new_err(msg),
-            Error::PoolClosed => {
-                Python::attach(|py| PyErr::from_type(pool_closed_error(py), msg))
-            }
+            Error::PoolClosed => Python::attach(|py| PyErr::from_type(pool_closed_error(py), msg)),
             Error::PoolTimeout(_) => {
                 Python::attach(|py| PyErr::from_type(pool_timeout_error(py), msg))
             }
@@ -112,7 +122,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let exc = py.get_type::<pyo3::exceptions::PyException>();
     let timeout = py.get_type::<PyTimeoutError>();
-    let base = make_type(m, "AgentPerfError", "Base class of agentperf's own errors.", &[exc])?;
+    let base = make_type(
+        m,
+        "AgentPerfError",
+        "Base class of agentperf's own errors.",
+        &[exc],
+    )?;
     let closed = make_type(
         m,
         "PoolClosedError",

@@ -10,7 +10,6 @@ mod lifecycle;
 pub mod reaper;
 pub mod waitq;
 
-
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
 mod _agentperf {

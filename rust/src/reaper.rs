@@ -73,7 +73,12 @@ pub fn register<T: Reap>(task: &Arc<T>, interval: Duration) -> Registration {
     let mut st = r.state.lock();
     st.next_id += 1;
     let id = st.next_id;
-    st.entries.push(Entry { id, task: weak, interval, next: Instant::now() + interval });
+    st.entries.push(Entry {
+        id,
+        task: weak,
+        interval,
+        next: Instant::now() + interval,
+    });
     ensure_thread(&mut st);
     r.cv.notify_all();
     Registration { id }
@@ -93,7 +98,9 @@ fn ensure_thread(st: &mut MutexGuard<'_, State>) {
     if st.running || st.shutdown || st.entries.is_empty() {
         return;
     }
-    let spawned = std::thread::Builder::new().name("agentperf-cleanup".into()).spawn(run);
+    let spawned = std::thread::Builder::new()
+        .name("agentperf-cleanup".into())
+        .spawn(run);
     // If the OS refuses a thread, expiry stays lazy (on read) and nothing else breaks.
     st.running = spawned.is_ok();
 }
@@ -210,19 +217,30 @@ mod tests {
         let ra = register(&a, Duration::from_millis(5));
         let rb = register(&b, Duration::from_millis(5));
         assert!(is_running());
-        assert!(wait_for(|| a.0.load(Ordering::SeqCst) >= 3 && b.0.load(Ordering::SeqCst) >= 3));
+        assert!(wait_for(
+            || a.0.load(Ordering::SeqCst) >= 3 && b.0.load(Ordering::SeqCst) >= 3
+        ));
         drop(ra);
         let before = a.0.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(30));
-        assert!(a.0.load(Ordering::SeqCst) <= before + 1, "unregistered task still runs");
+        assert!(
+            a.0.load(Ordering::SeqCst) <= before + 1,
+            "unregistered task still runs"
+        );
         drop(rb);
-        assert!(wait_for(|| !is_running()), "thread did not stop with the last registration");
+        assert!(
+            wait_for(|| !is_running()),
+            "thread did not stop with the last registration"
+        );
         // A task whose owner is gone is dropped from the registry too.
         let c = Arc::new(Counter(AtomicUsize::new(0)));
         let rc = register(&c, Duration::from_millis(1));
         assert!(is_running());
         drop(c);
-        assert!(wait_for(|| !is_running()), "thread kept running for a dead task");
+        assert!(
+            wait_for(|| !is_running()),
+            "thread kept running for a dead task"
+        );
         drop(rc);
         assert_eq!(registered(), 0);
     }

@@ -30,7 +30,10 @@ pub struct Ticket<T> {
 
 impl<T> Default for Ticket<T> {
     fn default() -> Self {
-        Self { slot: Mutex::new(Slot::Waiting), cv: Condvar::new() }
+        Self {
+            slot: Mutex::new(Slot::Waiting),
+            cv: Condvar::new(),
+        }
     }
 }
 
@@ -149,7 +152,10 @@ impl<T, N> WaitQueue<T, N> {
     where
         T: Clone,
     {
-        self.q.drain(..).filter_map(|(t, n)| t.grant(value.clone()).ok().map(|()| n)).collect()
+        self.q
+            .drain(..)
+            .filter_map(|(t, n)| t.grant(value.clone()).ok().map(|()| n))
+            .collect()
     }
 
     /// Drop withdrawn tickets; returns how many live waiters remain.
@@ -210,7 +216,11 @@ mod tests {
         let t = q.push(());
         let got = t.wait_until(Some(Instant::now() + Duration::from_millis(5)));
         assert_eq!(got, None);
-        assert_eq!(q.grant_next(9), Err(9), "a timed-out waiter is never granted");
+        assert_eq!(
+            q.grant_next(9),
+            Err(9),
+            "a timed-out waiter is never granted"
+        );
         assert_eq!(q.live(), 0);
     }
 

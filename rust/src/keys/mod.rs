@@ -1,0 +1,76 @@
+//! Structural SHA-256 keys: `hash_key(obj)` walks a Python object graph and hashes a canonical,
+//! type-tagged, length-prefixed encoding of it (`docs/keys.md`, version `agentperf-key-v1`).
+//!
+//! [`encode`] is the PyO3-free writer (tags, lengths, ordering, SHA-256); `walk` is the Python
+//! walker. Each thread reuses one writer, so a key costs no allocation once warm.
+
+pub mod encode;
+mod walk;
+
+use std::cell::RefCell;
+
+use pyo3::prelude::*;
+
+pub use encode::VERSION;
+pub use walk::MAX_DEPTH;
+
+struct Scratch {
+    writer: encode::Writer,
+    path: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> =
+        RefCell::new(Scratch { writer: encode::Writer::new(), path: Vec::new() });
+}
+
+fn digest_with(obj: &Bound<'_, PyAny>, s: &mut Scratch) -> PyResult<[u8; 32]> {
+    s.writer.reset();
+    let r = walk::Walker::new(obj.py(), &mut s.writer, &mut s.path).run(obj);
+    match r {
+        Ok(()) => Ok(s.writer.finish()),
+        Err(e) => {
+            s.writer.reset();
+            Err(e)
+        }
+    }
+}
+
+/// The 32-byte key digest of `obj` (see `docs/keys.md`). Errors: `TypeError` for an
+/// unsupported type, `ValueError` for a cycle or nesting deeper than [`MAX_DEPTH`].
+pub fn digest(obj: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
+    // Re-entrant calls (a `model_dump()` that itself computes a key) get a fresh writer.
+    SCRATCH
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => Some(digest_with(obj, &mut s)),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            digest_with(
+                obj,
+                &mut Scratch {
+                    writer: encode::Writer::new(),
+                    path: Vec::new(),
+                },
+            )
+        })
+}
+
+/// Lowercase hex of a digest.
+pub fn to_hex(d: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// `hash_key(obj, /) -> str`: the SHA-256 hex digest of obj's canonical, type-tagged encoding.
+#[pyfunction]
+pub fn hash_key(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(to_hex(&digest(obj)?))
+}
