@@ -35,13 +35,19 @@ from agentperf import hash_key
 _VERSION = b"agentperf-key-v1"
 
 
-def _u64(n: int) -> bytes:
-    return struct.pack("<Q", n)
+def _leb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n == 0:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
 
 
 def _text(s: str) -> bytes:
     b = s.encode("utf-8", "surrogatepass")
-    return _u64(len(b)) + b
+    return _leb(len(b)) + b
 
 
 def _cls(obj: object) -> bytes:
@@ -63,7 +69,7 @@ def _ref_encode(obj: Any) -> bytes:
         return b"Q" + _cls(obj) + _ref_encode(obj._value_)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = dataclasses.fields(obj)
-        out = b"C" + _cls(obj) + _u64(len(fields))
+        out = b"C" + _cls(obj) + _leb(len(fields))
         for f in fields:
             out += _text(f.name) + _ref_encode(getattr(obj, f.name))
         return out
@@ -72,28 +78,28 @@ def _ref_encode(obj: Any) -> bytes:
     if isinstance(obj, int):
         n = int(obj)
         k = ((n if n >= 0 else ~n).bit_length() + 8) // 8
-        return b"I" + _u64(k) + n.to_bytes(k, "little", signed=True)
+        return b"I" + _leb(k) + n.to_bytes(k, "little", signed=True)
     if isinstance(obj, float):
         bits = (
             0x7FF8000000000000
             if math.isnan(obj)
             else struct.unpack("<Q", struct.pack("<d", obj))[0]
         )
-        return b"D" + _u64(bits)
+        return b"D" + struct.pack("<Q", bits)
     if isinstance(obj, str):
         return b"S" + _text(obj)
     if isinstance(obj, (bytes, bytearray)):
-        return b"B" + _u64(len(obj)) + bytes(obj)
+        return b"B" + _leb(len(obj)) + bytes(obj)
     if isinstance(obj, list):
-        return b"L" + _u64(len(obj)) + b"".join(_ref_encode(x) for x in obj)
+        return b"L" + _leb(len(obj)) + b"".join(_ref_encode(x) for x in obj)
     if isinstance(obj, tuple):
-        return b"U" + _u64(len(obj)) + b"".join(_ref_encode(x) for x in obj)
+        return b"U" + _leb(len(obj)) + b"".join(_ref_encode(x) for x in obj)
     if isinstance(obj, dict):
         entries = sorted(_ref_encode(k) + _ref_encode(v) for k, v in obj.items())
-        return b"M" + _u64(len(entries)) + b"".join(entries)
+        return b"M" + _leb(len(entries)) + b"".join(entries)
     if isinstance(obj, (set, frozenset)):
         members = sorted(_ref_encode(m) for m in obj)
-        return b"E" + _u64(len(members)) + b"".join(members)
+        return b"E" + _leb(len(members)) + b"".join(members)
     raise TypeError(type(obj).__name__)
 
 
@@ -181,22 +187,22 @@ GOLDEN: list[tuple[Any, str]] = [
     (None, "253475889d4d057acc8ea871712cdebb52bd7f872c4632fcef435764ba41e9f5"),
     (True, "c1ee61eaa18374193aea176519b719775118cdb92077a2bd476ad5706e615b15"),
     (False, "bb2420e56e074c8220c0227a0b23b65d132bd523827497abcf84ad08f2cb378f"),
-    (0, "5590815622032c5c6995b4a4792b3caa6af7a53143a42107f1b97839c62e0b4d"),
-    (-1, "a4dc7a43bd497a851f34ad92c77c9104d5968227252cba7a019ae999b584f1b3"),
-    (2**100, "3be041edadc139e87d99b26d5b56b1d026be2e221ccc25b77fb45d26bcb3bd2e"),
+    (0, "d25d3bf3c7164c7ea5c053ca6c17c12461ef5a24f27e8f828791463645eb2138"),
+    (-1, "a2980baae169ea7eed42b1ef4155e29705d40ecb09598b53eda90aab9f82d221"),
+    (2**100, "5266ff13f14c130bd4fd7798b68ebbbb7d4ad3e80978a0718c4b82368fdcfd70"),
     (1.5, "451c2aefd622e3834ab796135252106ba71bb332ab169fb9062dcb4cc4d101a4"),
     (float("nan"), "73665a10fcd55c936de0b58cbd81329bf3f2fe84aba7d241ccdacbac6041ac21"),
     (-0.0, "71fd521834e1ddd0d12bc52bf831490dae4bc212612ea4f548f17f57c15d42a5"),
-    ("", "9788374e5178a659efa7da5235ed58f30ce3e7aed3661a7a466664f254522b9b"),
-    ("héllo ✓", "7261331071f8d08dfe9e3c02906f604d520175cbbc3e9a5c5690235d6f2c2aaf"),
-    (b"\x00\xff", "1b30768200c9bd95ef2a8531195ac5cb833dc5f64970a59e29ba9041952a87d6"),
-    ([1, "a"], "3e002b9cf39022c11106b91f2bd467060782804987b95f8936d19c4a9030c468"),
-    ((1, "a"), "ad08c334706c457a89cab65546d5e56273243a9d35b7a34f0e1a1c8801b95d79"),
-    ({"b": 1, "a": [None]}, "3fddf28e2419ba0c26441f8d477aebc33d89b5881b61ed6e775417799f510724"),
-    ({1, 2, 3}, "da5608ddbeda75c60099c9b0c5c074f2020b1ba375482900e038a0a85e591a13"),
-    (Color.RED, "d8ec492bd241bb99632d4220cd74a0c05e2c335c753d5639f5b1c310bf3f66e8"),
-    (Point(1, 2), "0a576db08c4c3994430dcc3fac024042da59e1e36738e53b191d383ce89b29ac"),
-    (EXAMPLE, "f0ff92cbafbb46048c48097478a57b53dc2374053978c630683323d8045e0213"),
+    ("", "a39cbc46e84d7f3b5f56e8b3c07cc8177f1ae7aaed5518f484d4255411e1a2d3"),
+    ("héllo ✓", "1b6412107cf947d4ea9b5578b74f86a16cbcd5b50a58ea350b15ae5f4a686e12"),
+    (b"\x00\xff", "9e6e168af1c407ce03e7bb9ba69a579428aa34488454598c3d6ead970a4ad035"),
+    ([1, "a"], "b8c38ceb4dcaffd195d7d40bb5d34048c0731e8fcec6b7449f5d89e0e87d4f60"),
+    ((1, "a"), "cebb1295457462cc4bc26086b43e918c8ae2c3066be41ecdfadd1bed42903dcd"),
+    ({"b": 1, "a": [None]}, "77737dcef2d0cfcaa864489b04a97266864d80cc70ed4f145b3db02d6c56eebd"),
+    ({1, 2, 3}, "7277d7512449ec20b051e1219fe417c16a4bea896593dcdcda5e91a25b84d516"),
+    (Color.RED, "c0371127cfa2a757375ee90541621adf3e167498a125213a28d5098dbd3c80a9"),
+    (Point(1, 2), "9e54b47e62b45c1cb078f325083f4e8c4b00c7e15e45a683ac1e262b53d3b2e1"),
+    (EXAMPLE, "b470673f774a6b11852617d35ebe4cc0995469e5666c37d6a2a7fb94d06ba2aa"),
 ]
 
 

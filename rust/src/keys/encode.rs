@@ -111,10 +111,16 @@ impl Writer {
         self.buf.push(t);
     }
 
-    /// A length or count: u64 little-endian.
+    /// A length or count: unsigned LEB128 (7 bits a byte, low groups first, the high bit set on
+    /// every byte but the last; minimal, so 0..=127 is one byte).
     #[inline]
     pub fn count(&mut self, n: usize) {
-        self.buf.extend_from_slice(&(n as u64).to_le_bytes());
+        let mut n = n as u64;
+        while n >= 0x80 {
+            self.buf.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.buf.push(n as u8);
     }
 
     /// A length-prefixed byte string without a tag (class, field and member names).
@@ -260,6 +266,26 @@ mod tests {
         w.finish()
     }
 
+    fn leb(n: usize) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.count(n);
+        w.pending().to_vec()
+    }
+
+    #[test]
+    fn counts_are_minimal_leb128() {
+        assert_eq!(leb(0), [0]);
+        assert_eq!(leb(127), [0x7f]);
+        assert_eq!(leb(128), [0x80, 0x01]);
+        assert_eq!(leb(300), [0xac, 0x02]);
+        assert_eq!(leb(16_383), [0xff, 0x7f]);
+        assert_eq!(leb(16_384), [0x80, 0x80, 0x01]);
+        assert_eq!(
+            leb(usize::MAX).len(),
+            if usize::BITS == 64 { 10 } else { 5 }
+        );
+    }
+
     fn sha(b: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(VERSION);
@@ -284,7 +310,7 @@ mod tests {
             let mut w = Writer::new();
             w.int(v);
             let mut want = vec![tag::INT];
-            want.extend_from_slice(&(le.len() as u64).to_le_bytes());
+            want.extend_from_slice(&leb(le.len()));
             want.extend_from_slice(le);
             assert_eq!(w.pending(), &want[..], "{v}");
             let mut w2 = Writer::new();
@@ -341,10 +367,10 @@ mod tests {
         let mut w = Writer::new();
         set_of(&mut w, &[b"b", b"a"]);
         let mut want = vec![b'E'];
-        want.extend_from_slice(&2u64.to_le_bytes());
+        want.extend_from_slice(&leb(2));
         for s in [b"a", b"b"] {
             want.push(b'S');
-            want.extend_from_slice(&1u64.to_le_bytes());
+            want.extend_from_slice(&leb(1));
             want.extend_from_slice(s);
         }
         assert_eq!(w.pending(), &want[..]);
@@ -380,12 +406,12 @@ mod tests {
         w.bytes(b"x");
         let streamed = w.finish();
         let mut want = vec![b'L'];
-        want.extend_from_slice(&2u64.to_le_bytes());
+        want.extend_from_slice(&leb(2));
         want.push(b'B');
-        want.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        want.extend_from_slice(&leb(big.len()));
         want.extend_from_slice(&big);
         want.push(b'B');
-        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&leb(1));
         want.push(b'x');
         assert_eq!(streamed, sha(&want));
         // Inside an unordered group the payload is buffered, and the result is the same.
@@ -397,9 +423,9 @@ mod tests {
             w.end_unordered(g);
         });
         let mut want = vec![b'E'];
-        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&leb(1));
         want.push(b'B');
-        want.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        want.extend_from_slice(&leb(big.len()));
         want.extend_from_slice(&big);
         assert_eq!(in_set, sha(&want));
     }

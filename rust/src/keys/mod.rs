@@ -9,24 +9,30 @@ mod walk;
 
 use std::cell::RefCell;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 pub use encode::VERSION;
 pub use walk::MAX_DEPTH;
 
+#[derive(Default)]
 struct Scratch {
     writer: encode::Writer,
     path: Vec<usize>,
+    frames: walk::FrameStore,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> =
-        RefCell::new(Scratch { writer: encode::Writer::new(), path: Vec::new() });
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 fn digest_with(obj: &Bound<'_, PyAny>, s: &mut Scratch) -> PyResult<[u8; 32]> {
     s.writer.reset();
-    let r = walk::Walker::new(obj.py(), &mut s.writer, &mut s.path).run(obj);
+    let mut stack = s.frames.take();
+    let r = walk::Walker::new(obj.py(), &mut s.writer, &mut s.path).run(obj, &mut stack);
+    // Dropping the frames may run user code (__del__); a re-entrant key then gets fresh scratch.
+    s.frames.put(stack);
     match r {
         Ok(()) => Ok(s.writer.finish()),
         Err(e) => {
@@ -47,15 +53,7 @@ pub fn digest(obj: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         })
         .ok()
         .flatten()
-        .unwrap_or_else(|| {
-            digest_with(
-                obj,
-                &mut Scratch {
-                    writer: encode::Writer::new(),
-                    path: Vec::new(),
-                },
-            )
-        })
+        .unwrap_or_else(|| digest_with(obj, &mut Scratch::default()))
 }
 
 /// Lowercase hex of a digest.
@@ -71,6 +69,15 @@ pub fn to_hex(d: &[u8; 32]) -> String {
 
 /// `hash_key(obj, /) -> str`: the SHA-256 hex digest of obj's canonical, type-tagged encoding.
 #[pyfunction]
-pub fn hash_key(obj: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(to_hex(&digest(obj)?))
+#[pyo3(signature = (obj, /))]
+pub fn hash_key<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = digest(obj)?;
+    let mut out = [0u8; 64];
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    let s = std::str::from_utf8(&out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyString::new(obj.py(), s))
 }

@@ -25,7 +25,7 @@ static ENUM_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DATACLASS_FIELDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// An open container: what is left to visit, and how to close it.
-enum Frame<'py> {
+pub(crate) enum Frame<'py> {
     /// A list or tuple, item `i` of `n` next.
     Seq {
         obj: Bound<'py, PyAny>,
@@ -64,6 +64,30 @@ enum Frame<'py> {
     },
 }
 
+/// A reusable, empty frame stack (kept per thread, so a key allocates no stack once warm).
+#[derive(Default)]
+pub(crate) struct FrameStore(Vec<Frame<'static>>);
+
+impl FrameStore {
+    /// The stack, empty, for one walk.
+    pub(crate) fn take<'py>(&mut self) -> Vec<Frame<'py>> {
+        recycle(std::mem::take(&mut self.0))
+    }
+
+    /// Gives the stack back (emptied first, which releases any frames an error left).
+    pub(crate) fn put(&mut self, v: Vec<Frame<'_>>) {
+        self.0 = recycle(v);
+    }
+}
+
+/// An emptied vector with another lifetime; `collect` reuses the allocation in place.
+fn recycle<'a, 'b>(mut v: Vec<Frame<'a>>) -> Vec<Frame<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
 /// Walks one object graph into a writer, iteratively: the Rust stack does not grow with the
 /// input's depth.
 pub(crate) struct Walker<'w, 'py> {
@@ -80,12 +104,16 @@ impl<'w, 'py> Walker<'w, 'py> {
     }
 
     /// Writes `root`.
-    pub(crate) fn run(&mut self, root: &Bound<'py, PyAny>) -> PyResult<()> {
-        let mut stack: Vec<Frame<'py>> = Vec::new();
-        self.visit(root, &mut stack)?;
+    pub(crate) fn run(
+        &mut self,
+        root: &Bound<'py, PyAny>,
+        stack: &mut Vec<Frame<'py>>,
+    ) -> PyResult<()> {
+        stack.clear();
+        self.visit(root, stack)?;
         while let Some(top) = stack.last_mut() {
             match self.next_child(top)? {
-                Some(child) => self.visit(&child, &mut stack)?,
+                Some(child) => self.visit(&child, stack)?,
                 None => {
                     if let Some(done) = stack.pop() {
                         self.close(done)?;
