@@ -69,7 +69,8 @@ pub struct Writer {
     hasher: Sha256,
     /// Number of open unordered groups; while > 0 every byte must stay in `buf`.
     open: usize,
-    ranges: Vec<(usize, usize)>,
+    /// Items of the open groups: (first 8 bytes as a big-endian number, start, end).
+    ranges: Vec<(u64, usize, usize)>,
     scratch: Vec<u8>,
 }
 
@@ -126,13 +127,36 @@ impl Writer {
     /// A length-prefixed byte string without a tag (class, field and member names).
     #[inline]
     pub fn name(&mut self, b: &[u8]) {
-        self.count(b.len());
-        self.payload(b);
+        self.field(None, b);
     }
 
+    /// An optional tag, the length of `b`, then `b`. Short fields (the common case: keys and
+    /// small values) are copied without a call to `memcpy`.
     #[inline]
-    fn payload(&mut self, b: &[u8]) {
-        if self.open == 0 && b.len() >= STREAM_THRESHOLD {
+    fn field(&mut self, t: Option<u8>, b: &[u8]) {
+        let n = b.len();
+        if n < 128 {
+            self.buf.reserve(2 + n);
+            let len = self.buf.len();
+            // SAFETY: 2 + n bytes are reserved past `len`; every byte up to the new length is
+            // written before `set_len`.
+            unsafe {
+                let mut p = self.buf.as_mut_ptr().add(len);
+                if let Some(t) = t {
+                    *p = t;
+                    p = p.add(1);
+                }
+                *p = n as u8;
+                copy_short(b, p.add(1));
+                self.buf.set_len(len + usize::from(t.is_some()) + 1 + n);
+            }
+            return;
+        }
+        if let Some(t) = t {
+            self.tag(t);
+        }
+        self.count(n);
+        if self.open == 0 && n >= STREAM_THRESHOLD {
             self.hasher.update(&self.buf);
             self.buf.clear();
             self.hasher.update(b);
@@ -159,17 +183,23 @@ impl Writer {
         let m = if v < 0 { !v } else { v } as u64;
         let bits = 64 - m.leading_zeros() as usize; // 0..=63: the sign bit is extra
         let n = bits / 8 + 1;
-        self.tag(tag::INT);
-        self.count(n);
-        self.buf.extend_from_slice(&v.to_le_bytes()[..n]);
+        self.buf.reserve(2 + 8);
+        let len = self.buf.len();
+        // SAFETY: 10 bytes are reserved past `len`; the first 2 + n are written and kept.
+        unsafe {
+            let p = self.buf.as_mut_ptr().add(len);
+            *p = tag::INT;
+            *p.add(1) = n as u8;
+            p.add(2).cast::<[u8; 8]>().write_unaligned(v.to_le_bytes());
+            self.buf.set_len(len + 2 + n);
+        }
     }
 
     /// An int given as its minimal two's-complement little-endian bytes (the caller ensures
     /// minimality: no redundant sign-extension byte, at least one byte).
     #[inline]
     pub fn int_le(&mut self, le: &[u8]) {
-        self.tag(tag::INT);
-        self.name(le);
+        self.field(Some(tag::INT), le);
     }
 
     /// A float by its bits; every NaN alike. `-0.0` and `0.0` differ (their bits do).
@@ -187,15 +217,13 @@ impl Writer {
     /// A str, given as its UTF-8 (or `'surrogatepass'`) bytes.
     #[inline]
     pub fn str(&mut self, utf8: &[u8]) {
-        self.tag(tag::STR);
-        self.name(utf8);
+        self.field(Some(tag::STR), utf8);
     }
 
     /// A bytes-like value.
     #[inline]
     pub fn bytes(&mut self, b: &[u8]) {
-        self.tag(tag::BYTES);
-        self.name(b);
+        self.field(Some(tag::BYTES), b);
     }
 
     /// Opens an unordered container: writes its tag and count; then each item goes between
@@ -220,7 +248,17 @@ impl Writer {
     /// Marks the end of the item started at `start`.
     #[inline]
     pub fn item_end(&mut self, start: usize) {
-        self.ranges.push((start, self.buf.len()));
+        let end = self.buf.len();
+        let item = &self.buf[start..end];
+        let mut head = [0u8; 8];
+        if item.len() >= 8 {
+            head.copy_from_slice(&item[..8]);
+        } else {
+            for (d, s) in head.iter_mut().zip(item) {
+                *d = *s;
+            }
+        }
+        self.ranges.push((u64::from_be_bytes(head), start, end));
     }
 
     /// Closes the group: its items are reordered by their bytes (lexicographic, unsigned).
@@ -229,11 +267,15 @@ impl Writer {
         let items = &mut self.ranges[g.ranges_base..];
         if items.len() > 1 {
             let buf = &self.buf;
-            items.sort_unstable_by(|a, b| buf[a.0..a.1].cmp(&buf[b.0..b.1]));
-            if items.windows(2).any(|w| w[0].0 > w[1].0) {
+            // The zero-padded heads order items as their bytes do whenever the heads differ.
+            items.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| buf[a.1..a.2].cmp(&buf[b.1..b.2]))
+            });
+            if items.windows(2).any(|w| w[0].1 > w[1].1) {
                 self.scratch.clear();
-                for &(a, b) in items.iter() {
-                    self.scratch.extend_from_slice(&buf[a..b]);
+                for &(_, a, b) in items.iter() {
+                    extend_short(&mut self.scratch, &buf[a..b]);
                 }
                 let end = g.start + self.scratch.len();
                 self.buf[g.start..end].copy_from_slice(&self.scratch);
@@ -253,6 +295,52 @@ impl Writer {
     /// The bytes written so far that have not been streamed into the hasher (for tests).
     pub fn pending(&self) -> &[u8] {
         &self.buf
+    }
+}
+
+/// `v.extend_from_slice(b)`, without a `memcpy` call for short `b`.
+#[inline]
+fn extend_short(v: &mut Vec<u8>, b: &[u8]) {
+    if b.len() < 128 {
+        v.reserve(b.len());
+        let len = v.len();
+        // SAFETY: b.len() bytes are reserved past `len` and all written before `set_len`.
+        unsafe {
+            copy_short(b, v.as_mut_ptr().add(len));
+            v.set_len(len + b.len());
+        }
+    } else {
+        v.extend_from_slice(b);
+    }
+}
+
+/// Copies `src` (shorter than 128 bytes) to `dst` with a few unaligned loads and stores.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` bytes of writes and not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: every read is within `src` and every write within `dst[..n]`.
+    unsafe {
+        if n >= 16 {
+            std::ptr::copy_nonoverlapping(s, dst, n);
+        } else if n >= 8 {
+            let a = s.cast::<u64>().read_unaligned();
+            let b = s.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = s.cast::<u32>().read_unaligned();
+            let b = s.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *s.add(i);
+            }
+        }
     }
 }
 
@@ -428,6 +516,22 @@ mod tests {
         want.extend_from_slice(&leb(big.len()));
         want.extend_from_slice(&big);
         assert_eq!(in_set, sha(&want));
+    }
+
+    #[test]
+    fn short_and_long_fields_are_copied_exactly() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        for n in 0..=200 {
+            let mut w = Writer::new();
+            w.str(&data[..n]);
+            w.name(&data[n..]);
+            let mut want = vec![b'S'];
+            want.extend_from_slice(&leb(n));
+            want.extend_from_slice(&data[..n]);
+            want.extend_from_slice(&leb(256 - n));
+            want.extend_from_slice(&data[n..]);
+            assert_eq!(w.pending(), &want[..], "{n}");
+        }
     }
 
     #[test]
