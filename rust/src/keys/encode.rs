@@ -286,10 +286,15 @@ impl Writer {
 
     /// The SHA-256 of the version tag and everything written; then resets for the next key.
     pub fn finish(&mut self) -> [u8; 32] {
-        self.hasher.update(&self.buf);
-        let out: [u8; 32] = self.hasher.finalize_reset().into();
-        self.reset();
-        out
+        let mut h = std::mem::replace(&mut self.hasher, Sha256::new_with_prefix(VERSION));
+        h.update(&self.buf);
+        self.buf.clear();
+        self.ranges.clear();
+        self.open = 0;
+        if self.buf.capacity() > KEEP_CAPACITY || self.scratch.capacity() > KEEP_CAPACITY {
+            self.reset();
+        }
+        h.finalize().into()
     }
 
     /// The bytes written so far that have not been streamed into the hasher (for tests).

@@ -9,7 +9,6 @@ mod walk;
 
 use std::cell::RefCell;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -28,7 +27,7 @@ thread_local! {
 }
 
 fn digest_with(obj: &Bound<'_, PyAny>, s: &mut Scratch) -> PyResult<[u8; 32]> {
-    s.writer.reset();
+    // The writer is always left reset (by `finish`, or by the error path below).
     let mut stack = s.frames.take();
     let r = walk::Walker::new(obj.py(), &mut s.writer, &mut s.path).run(obj, &mut stack);
     // Dropping the frames may run user code (__del__); a re-entrant key then gets fresh scratch.
@@ -78,6 +77,7 @@ pub fn hash_key<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> 
         out[2 * i] = HEX[(b >> 4) as usize];
         out[2 * i + 1] = HEX[(b & 15) as usize];
     }
-    let s = std::str::from_utf8(&out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    // SAFETY: every byte comes from HEX, which is ASCII.
+    let s = unsafe { std::str::from_utf8_unchecked(&out) };
     Ok(PyString::new(obj.py(), s))
 }
