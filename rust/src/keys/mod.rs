@@ -55,29 +55,53 @@ pub fn digest(obj: &Bound<'_, PyAny>) -> PyResult<[u8; 32]> {
         .unwrap_or_else(|| digest_with(obj, &mut Scratch::default()))
 }
 
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+fn hex_bytes(d: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(d) {
+        pair.copy_from_slice(&HEX_PAIRS[*b as usize]);
+    }
+    out
+}
+
 /// Lowercase hex of a digest.
 pub fn to_hex(d: &[u8; 32]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in d {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    hex_bytes(d).iter().map(|&c| c as char).collect()
 }
 
 /// `hash_key(obj, /) -> str`: the SHA-256 hex digest of obj's canonical, type-tagged encoding.
 #[pyfunction]
 #[pyo3(signature = (obj, /))]
 pub fn hash_key<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = digest(obj)?;
-    let mut out = [0u8; 64];
-    for (i, b) in d.iter().enumerate() {
-        out[2 * i] = HEX[(b >> 4) as usize];
-        out[2 * i + 1] = HEX[(b & 15) as usize];
-    }
-    // SAFETY: every byte comes from HEX, which is ASCII.
+    let out = hex_bytes(&digest(obj)?);
+    // SAFETY: every byte comes from HEX_PAIRS, which is ASCII.
     let s = unsafe { std::str::from_utf8_unchecked(&out) };
     Ok(PyString::new(obj.py(), s))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_and_ordered() {
+        let mut d = [0u8; 32];
+        d[0] = 0x0f;
+        d[1] = 0xa5;
+        d[31] = 0xff;
+        let h = super::to_hex(&d);
+        assert_eq!(h.len(), 64);
+        assert!(h.starts_with("0fa5"));
+        assert!(h.ends_with("ff"));
+        assert_eq!(&h[4..62], "0".repeat(58));
+    }
 }

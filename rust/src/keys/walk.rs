@@ -124,32 +124,39 @@ impl<'w, 'py> Walker<'w, 'py> {
         Ok(())
     }
 
+    /// Writes `obj` if it is of an exact scalar type (str, int, float, None, bool, bytes) and
+    /// says whether it did.
+    #[inline]
+    fn scalar(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        if let Ok(s) = obj.cast_exact::<PyString>() {
+            self.str(s)?;
+        } else if obj.is_exact_instance_of::<PyInt>() {
+            self.int(obj)?;
+        } else if obj.is_none() {
+            self.w.none();
+        } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            self.w.float(f.value());
+        } else if obj.as_ptr() == unsafe { ffi::Py_True() } {
+            self.w.bool(true);
+        } else if obj.as_ptr() == unsafe { ffi::Py_False() } {
+            self.w.bool(false);
+        } else if let Ok(b) = obj.cast_exact::<PyBytes>() {
+            self.w.bytes(b.as_bytes());
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Writes a scalar, or opens a container (writes its header and pushes its frame).
     #[inline]
     fn visit(&mut self, obj: &Bound<'py, PyAny>, stack: &mut Vec<Frame<'py>>) -> PyResult<()> {
-        if let Ok(s) = obj.cast_exact::<PyString>() {
-            self.str(s)
-        } else if obj.is_exact_instance_of::<PyInt>() {
-            self.int(obj)
+        if self.scalar(obj)? {
+            Ok(())
         } else if let Ok(d) = obj.cast_exact::<PyDict>() {
             self.open_dict(d, stack)
         } else if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
             self.open_seq(obj, stack)
-        } else if obj.is_none() {
-            self.w.none();
-            Ok(())
-        } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
-            self.w.float(f.value());
-            Ok(())
-        } else if obj.as_ptr() == unsafe { ffi::Py_True() } {
-            self.w.bool(true);
-            Ok(())
-        } else if obj.as_ptr() == unsafe { ffi::Py_False() } {
-            self.w.bool(false);
-            Ok(())
-        } else if let Ok(b) = obj.cast_exact::<PyBytes>() {
-            self.w.bytes(b.as_bytes());
-            Ok(())
         } else if obj.is_exact_instance_of::<PySet>() || obj.is_exact_instance_of::<PyFrozenSet>() {
             self.open_set(obj, stack)
         } else {
@@ -161,17 +168,20 @@ impl<'w, 'py> Walker<'w, 'py> {
     fn next_child(&mut self, top: &mut Frame<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         match top {
             Frame::Seq { obj, i, n } => {
-                if *i == *n {
-                    return Ok(None);
+                // Scalars are written here; only containers and the rare types go back to `run`.
+                while *i < *n {
+                    let item = if let Ok(l) = obj.cast::<PyList>() {
+                        // Bound-checked: user code run meanwhile may have shrunk the list.
+                        l.get_item(*i).map_err(|_| changed("list"))?
+                    } else {
+                        obj.cast::<PyTuple>()?.get_item(*i)?
+                    };
+                    *i += 1;
+                    if !self.scalar(&item)? {
+                        return Ok(Some(item));
+                    }
                 }
-                let item = if let Ok(l) = obj.cast::<PyList>() {
-                    // Bound-checked: user code run meanwhile may have shrunk the list.
-                    l.get_item(*i).map_err(|_| changed("list"))?
-                } else {
-                    obj.cast::<PyTuple>()?.get_item(*i)?
-                };
-                *i += 1;
-                Ok(Some(item))
+                Ok(None)
             }
             Frame::Dict {
                 obj,
@@ -185,48 +195,56 @@ impl<'w, 'py> Walker<'w, 'py> {
                 if let Some(v) = value.take() {
                     return Ok(Some(v));
                 }
-                if let Some(start) = item.take() {
-                    self.w.item_end(start);
-                    *seen += 1;
-                }
-                // Encoding an entry can run user code (model_dump, properties) that mutates it.
-                if obj.len() != *n {
-                    return Err(changed("dict"));
-                }
-                let mut k: *mut ffi::PyObject = std::ptr::null_mut();
-                let mut v: *mut ffi::PyObject = std::ptr::null_mut();
-                // SAFETY: obj is a dict; PyDict_Next returns borrowed references, which become
-                // owned at once, before any Python code can run.
-                let (k, v) = unsafe {
-                    if ffi::PyDict_Next(obj.as_ptr(), pos, &mut k, &mut v) == 0 {
-                        return Ok(None);
+                loop {
+                    if let Some(start) = item.take() {
+                        self.w.item_end(start);
+                        *seen += 1;
                     }
-                    (
-                        Bound::from_borrowed_ptr(self.py, k),
-                        Bound::from_borrowed_ptr(self.py, v),
-                    )
-                };
-                *item = Some(self.w.item_start());
-                *value = Some(v);
-                Ok(Some(k))
+                    // Encoding an entry can run user code (model_dump, properties) that
+                    // mutates the dict.
+                    if obj.len() != *n {
+                        return Err(changed("dict"));
+                    }
+                    let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+                    let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+                    // SAFETY: obj is a dict; PyDict_Next returns borrowed references, which
+                    // become owned at once, before any Python code can run.
+                    let (k, v) = unsafe {
+                        if ffi::PyDict_Next(obj.as_ptr(), pos, &mut k, &mut v) == 0 {
+                            return Ok(None);
+                        }
+                        (
+                            Bound::from_borrowed_ptr(self.py, k),
+                            Bound::from_borrowed_ptr(self.py, v),
+                        )
+                    };
+                    *item = Some(self.w.item_start());
+                    if !self.scalar(&k)? {
+                        *value = Some(v);
+                        return Ok(Some(k));
+                    }
+                    if !self.scalar(&v)? {
+                        return Ok(Some(v));
+                    }
+                }
             }
             Frame::Set {
                 iter, seen, item, ..
-            } => {
+            } => loop {
                 if let Some(start) = item.take() {
                     self.w.item_end(start);
                     *seen += 1;
                 }
                 // The set iterator raises RuntimeError itself if the set changes size.
-                match iter.next() {
-                    Some(m) => {
-                        let m = m?;
-                        *item = Some(self.w.item_start());
-                        Ok(Some(m))
-                    }
-                    None => Ok(None),
+                let Some(m) = iter.next() else {
+                    return Ok(None);
+                };
+                let m = m?;
+                *item = Some(self.w.item_start());
+                if !self.scalar(&m)? {
+                    return Ok(Some(m));
                 }
-            }
+            },
             Frame::Fields { obj, fields, i } => {
                 if *i == fields.len() {
                     return Ok(None);
