@@ -53,7 +53,7 @@ lint: install ## formatting, clippy, ruff, mypy --strict, stubtest
 	cargo clippy --all-targets -q -- -D warnings
 	$(BIN)/ruff check python tests benches examples
 	$(BIN)/ruff format --check python tests benches examples
-	$(BIN)/mypy --strict python/agentperf
+	$(BIN)/mypy --strict python/agentperf examples
 	$(BIN)/python -m mypy.stubtest agentperf._agentperf
 
 .PHONY: fmt
