@@ -30,6 +30,23 @@ def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
     return v
 
 
+def wait(field: str, value: Any) -> float | None:
+    """A wait limit in seconds: ``None`` waits forever, ``0`` does not wait; ``timedelta`` ok."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{field}={value!r}: expected a number of seconds, a timedelta or None, "
+            f"got {type(value).__name__}"
+        )
+    v = float(value)
+    if math.isnan(v) or v < 0:
+        raise ValueError(f"{field}={value!r}: must be a non-negative number of seconds or None")
+    return v
+
+
 def integer(field: str, value: Any, *, minimum: int) -> int:
     """An ``int`` (not a ``bool``) no smaller than ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):

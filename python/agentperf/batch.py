@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from ._closeable import Closeable
 from .agent import adapt
 from .config import BatchConfig, ErrorPolicy, build
 from .errors import BatchTimeoutError
@@ -633,7 +634,7 @@ class BatchStream(AsyncIterator[BatchItem]):
             run.loop.call_soon_threadsafe(run.cancel, "closed")
 
 
-class BatchExecutor:
+class BatchExecutor(Closeable):
     """Run ``agent`` over many inputs with at most ``max_concurrency`` calls in flight.
 
     ``BatchExecutor(agent, config)`` or ``BatchExecutor(agent, max_concurrency=..., ...)``
@@ -818,28 +819,6 @@ class BatchExecutor:
             pool, self._threads = self._threads, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> BatchExecutor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> BatchExecutor:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _check_progress(progress: Any, on_progress: Any) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
+from ._closeable import Closeable
 from .agent import adapt
 from .config import CacheConfig, build
 
@@ -32,7 +33,7 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 
-class CachedAgent(CachedAgentCore):
+class CachedAgent(CachedAgentCore, Closeable):
     """An agent whose outputs are cached by input, with single-flight.
 
     ``CachedAgent(agent, cfg)`` or ``CachedAgent(agent, max_size=..., ttl=...)`` (the fields of
@@ -100,18 +101,6 @@ class CachedAgent(CachedAgentCore):
             done, value = got.outcome()
             if done:
                 return value
-
-    def __enter__(self) -> CachedAgent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> CachedAgent:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         cfg = self.config

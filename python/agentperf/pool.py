@@ -30,7 +30,6 @@ import datetime
 import functools
 import inspect
 import logging
-import math
 import os
 import weakref
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,8 @@ from types import TracebackType
 from typing import Any
 
 from ._agentperf import PoolTimeoutError, _Pool, _PoolWaiter
+from ._closeable import Closeable
+from ._config import wait as _wait
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
 
@@ -156,23 +157,7 @@ def _expire(fut: asyncio.Future[Any]) -> None:
         fut.set_exception(_Expired())
 
 
-def _timeout(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"timeout={value!r}: expected a number of seconds, a timedelta or None, "
-            f"got {type(value).__name__}"
-        )
-    v = float(value)
-    if math.isnan(v) or v < 0:
-        raise ValueError(f"timeout={value!r}: must be a non-negative number of seconds or None")
-    return v
-
-
-class AgentPool(_Pool):
+class AgentPool(_Pool, Closeable):
     """A bounded pool of agents made by ``factory()``; itself an agent.
 
     >>> import agentperf as ap
@@ -257,7 +242,7 @@ class AgentPool(_Pool):
         ``close()``, and ``RuntimeError`` instead of waiting in a thread that runs an event
         loop (use :meth:`aacquire` there). Give it back with :meth:`release`.
         """
-        return super().acquire(_timeout(timeout))
+        return super().acquire(_wait("timeout", timeout))
 
     def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease:
         """A lease as a context manager, for ``with`` and ``async with``::
@@ -265,7 +250,7 @@ class AgentPool(_Pool):
         with pool.agent() as a: ...
         async with pool.agent() as a: ...
         """
-        return _Lease(self, _timeout(timeout))
+        return _Lease(self, _wait("timeout", timeout))
 
     def stats(self) -> PoolStats:
         """The counters now (see :class:`PoolStats`)."""
@@ -287,17 +272,6 @@ class AgentPool(_Pool):
             timeouts=timeouts,
             avg_wait_ms=avg,
         )
-
-    def __enter__(self) -> AgentPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- async ------------------------------------------------------------------------------
 
@@ -331,7 +305,7 @@ class AgentPool(_Pool):
 
     async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
         """Lease an agent without blocking the event loop; see :meth:`acquire`."""
-        agent, _ = await self._aacquire(_timeout(timeout), 9, None, None)
+        agent, _ = await self._aacquire(_wait("timeout", timeout), 9, None, None)
         return agent
 
     async def aexecute(self, input: Any, /) -> Any:

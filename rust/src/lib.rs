@@ -3,6 +3,7 @@
 //! `reaper`, `clock`) know nothing of Python.
 
 pub mod aio;
+mod args;
 pub mod cache;
 pub mod clock;
 pub mod errors;

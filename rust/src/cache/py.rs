@@ -7,6 +7,7 @@
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
 use crate::aio::AsyncWaiter;
+use crate::args;
 use crate::clock::{Clock, ManualClock, Nanos};
 use crate::errors::Error;
 use crate::fastclock::FastClock;
@@ -16,7 +17,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,22 +67,9 @@ impl<K: super::core::Key + Send + Sync + 'static> Reap for Swept<K> {
 
 // ---------------------------------------------------------------- argument validation
 
-fn config_type(field: &'static str, v: &Bound<'_, PyAny>, expected: &'static str) -> PyErr {
-    let value = v
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "?".into());
-    Error::ConfigType {
-        field,
-        value,
-        expected,
-    }
-    .into()
-}
-
 fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(config_type("max_size", v, "an int"));
+        return Err(args::type_error("max_size", v, "an int"));
     }
     let n: i128 = v.extract().unwrap_or(i128::MAX);
     if n < 1 {
@@ -102,33 +90,19 @@ fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
     })
 }
 
-static TIMEDELTA: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// Seconds from an int, float or timedelta; `None` stands for None. Validated positive
 /// (`inf` allowed). Returns `Ok(None)` for None, `Ok(Some(None))` for infinity.
 fn seconds_arg(
     field: &'static str,
     v: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Option<Duration>>> {
-    let Some(v) = v.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    let py = v.py();
-    let secs: f64 = if v.is_instance_of::<PyBool>() {
-        return Err(config_type(field, v, "a number of seconds or a timedelta"));
-    } else if v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>() {
-        v.extract()?
-    } else {
-        let td = TIMEDELTA.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("datetime")?.getattr("timedelta")?.unbind())
-        })?;
-        if v.is_instance(td.bind(py))? {
-            v.call_method0("total_seconds")?.extract()?
-        } else {
-            return Err(config_type(field, v, "a number of seconds or a timedelta"));
-        }
-    };
-    Ok(Some(crate::clock::seconds(field, secs)?))
+    match v.filter(|v| !v.is_none()) {
+        None => Ok(None),
+        Some(v) => Ok(Some(crate::clock::seconds(
+            field,
+            args::seconds_of(field, v)?,
+        )?)),
+    }
 }
 
 fn make_store<K: super::core::Key>(
@@ -290,7 +264,7 @@ impl Cache {
         let interval = match cleanup_interval {
             None => Some(Duration::from_secs(60)),
             Some(v) if v.is_none() => {
-                return Err(config_type(
+                return Err(args::type_error(
                     "cleanup_interval",
                     v,
                     "a positive number of seconds",
@@ -302,7 +276,7 @@ impl Cache {
             None => true,
             Some(v) => match v.cast::<PyBool>() {
                 Ok(b) => b.is_true(),
-                Err(_) => return Err(config_type("enable_stats", v, "a bool")),
+                Err(_) => return Err(args::type_error("enable_stats", v, "a bool")),
             },
         };
         let manual = _manual_clock.then(|| Arc::new(ManualClock::new(0)));

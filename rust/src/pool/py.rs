@@ -83,25 +83,6 @@ impl Reap for Inner {
     }
 }
 
-fn timeout_arg(v: Option<f64>) -> Result<Option<Duration>, Error> {
-    match v {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(Error::Config {
-            field: "timeout",
-            value: format!("{t}"),
-            why: "must be a non-negative number of seconds or None",
-        }),
-        Some(t) if t.is_infinite() => Ok(None),
-        Some(t) => Duration::try_from_secs_f64(t)
-            .map(Some)
-            .map_err(|_| Error::Config {
-                field: "timeout",
-                value: format!("{t}"),
-                why: "is too large",
-            }),
-    }
-}
-
 fn limit(field: &'static str, v: Option<f64>) -> Result<Option<Duration>, Error> {
     match v {
         None => Ok(None),
@@ -183,7 +164,7 @@ impl PyPool {
     fn acquire_entry(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Entry<Agent>> {
         let wait = match timeout {
             None => self.acquire_timeout,
-            t => timeout_arg(t)?,
+            t => crate::args::wait_limit("timeout", t)?,
         };
         let core = self.core();
         loop {

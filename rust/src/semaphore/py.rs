@@ -11,7 +11,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where an asyncio waiter's future lives while it is queued. Emptied by whoever wakes it or by
 /// the waiter when it gives up, always outside the core lock, so the queue itself only ever
@@ -42,38 +42,11 @@ pub struct Semaphore {
 }
 
 fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
-    let Some(t) = timeout.filter(|t| !t.is_none()) else {
-        return Ok(None);
+    let secs = match timeout.filter(|t| !t.is_none()) {
+        None => return Ok(None),
+        Some(t) => crate::args::seconds_of("timeout", t)?,
     };
-    let secs: f64 = if t.is_instance_of::<PyBool>() {
-        return Err(Error::ConfigType {
-            field: "timeout",
-            value: format!("{t}"),
-            expected: "a number of seconds or a timedelta",
-        }
-        .into());
-    } else if t.hasattr("total_seconds")? {
-        t.call_method0("total_seconds")?.extract()?
-    } else {
-        t.extract().map_err(|_| {
-            PyErr::from(Error::ConfigType {
-                field: "timeout",
-                value: t.repr().map(|r| r.to_string()).unwrap_or_default(),
-                expected: "a number of seconds or a timedelta",
-            })
-        })?
-    };
-    if secs.is_nan() || secs < 0.0 {
-        return Err(Error::Config {
-            field: "timeout",
-            value: secs.to_string(),
-            why: "must be >= 0 seconds (or None to wait forever)",
-        }
-        .into());
-    }
-    Ok(Duration::try_from_secs_f64(secs)
-        .ok()
-        .and_then(|d| Instant::now().checked_add(d)))
+    Ok(crate::args::wait_limit("timeout", Some(secs))?.and_then(|d| Instant::now().checked_add(d)))
 }
 
 #[pymethods]

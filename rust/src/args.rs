@@ -1,0 +1,62 @@
+//! Durations from Python arguments, shared by every binding: one set of rules and messages.
+
+use crate::errors::Error;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyFloat, PyInt};
+use std::time::Duration;
+
+static TIMEDELTA: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A `TypeError` naming the field and the value's repr.
+pub fn type_error(field: &'static str, v: &Bound<'_, PyAny>, expected: &'static str) -> PyErr {
+    let value = v
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "?".into());
+    Error::ConfigType {
+        field,
+        value,
+        expected,
+    }
+    .into()
+}
+
+/// Seconds from an `int`, a `float` or a `datetime.timedelta`; a `bool` is refused.
+pub fn seconds_of(field: &'static str, v: &Bound<'_, PyAny>) -> PyResult<f64> {
+    const EXPECTED: &str = "a number of seconds or a timedelta";
+    if v.is_instance_of::<PyBool>() {
+        return Err(type_error(field, v, EXPECTED));
+    }
+    if v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>() {
+        return v.extract();
+    }
+    let py = v.py();
+    let td = TIMEDELTA.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("datetime")?.getattr("timedelta")?.unbind())
+    })?;
+    if v.is_instance(td.bind(py))? {
+        return v.call_method0("total_seconds")?.extract();
+    }
+    Err(type_error(field, v, EXPECTED))
+}
+
+/// A wait limit: `None` waits forever; otherwise seconds >= 0, where `inf` also means forever.
+pub fn wait_limit(field: &'static str, secs: Option<f64>) -> Result<Option<Duration>, Error> {
+    match secs {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(Error::Config {
+            field,
+            value: format!("{t}"),
+            why: "must be a non-negative number of seconds or None",
+        }),
+        Some(t) if t.is_infinite() => Ok(None),
+        Some(t) => Duration::try_from_secs_f64(t)
+            .map(Some)
+            .map_err(|_| Error::Config {
+                field,
+                value: format!("{t}"),
+                why: "is too large",
+            }),
+    }
+}
