@@ -42,6 +42,19 @@ test-python: ## pytest of the package (run `make install` first)
 .PHONY: test
 test: install test-rust test-python ## install, then run every test (cargo test + pytest)
 
+.PHONY: wheel-check
+wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, run the examples on it
+	rm -rf dist .wheel-venv
+	$(BIN)/maturin build --release -q --out dist
+	ls dist/agentperf-*-abi3-*.whl
+	$(PYTHON) -m venv .wheel-venv
+	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q dist/agentperf-*-abi3-*.whl
+	cd /tmp && env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python -c \
+	  "import agentperf, sys; assert '.wheel-venv' in agentperf.__file__, agentperf.__file__"
+	cd /tmp && for e in $(abspath examples)/*.py; do \
+	  echo "example $$(basename $$e)"; \
+	  env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python $$e > /dev/null || exit 1; done
+
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
 	cargo bench --benches
