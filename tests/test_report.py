@@ -61,3 +61,25 @@ def test_report_usage_errors() -> None:
     )
     assert proc.returncode == 2
     assert "report" in proc.stderr
+
+
+@pytest.mark.timeout(240)
+def test_report_text_has_the_summary_table_and_the_four_seed_blocks() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentperf", "report", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("| Optimization | Metric")
+    for block in (
+        "Pool Performance",
+        "Cache Performance",
+        "Batch Performance",
+        "Concurrent Pool Access",
+    ):
+        assert f"\n{block}\n" in out, block
+    assert "Batch (20 concurrent)" in out
