@@ -4,6 +4,7 @@
 
 pub mod aio;
 mod args;
+mod blocking;
 pub mod cache;
 pub mod clock;
 pub mod errors;

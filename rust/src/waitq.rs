@@ -104,6 +104,29 @@ impl<T> Ticket<T> {
         }
     }
 
+    /// Block until granted or until `until`, without giving up: `None` means the ticket is
+    /// still waiting (wait again, or [`Self::withdraw`]). Lets a blocked thread wake now and
+    /// then, e.g. to run Python's signal handlers, without losing its place in the queue.
+    pub fn wait_slice(&self, until: Instant) -> Option<T> {
+        let mut s = self.slot.lock();
+        loop {
+            match std::mem::replace(&mut *s, Slot::Done) {
+                Slot::Granted(v) => return Some(v),
+                Slot::Done => return None,
+                Slot::Waiting => *s = Slot::Waiting,
+            }
+            if self.cv.wait_until(&mut s, until).timed_out() {
+                return match std::mem::replace(&mut *s, Slot::Done) {
+                    Slot::Granted(v) => Some(v),
+                    other => {
+                        *s = other;
+                        None
+                    }
+                };
+            }
+        }
+    }
+
     /// Still waiting (neither granted nor withdrawn).
     pub fn is_waiting(&self) -> bool {
         matches!(*self.slot.lock(), Slot::Waiting)
@@ -222,6 +245,20 @@ mod tests {
             "a timed-out waiter is never granted"
         );
         assert_eq!(q.live(), 0);
+    }
+
+    #[test]
+    fn a_wait_slice_keeps_the_place_in_the_queue() {
+        let mut q: WaitQueue<u32, ()> = WaitQueue::new();
+        let t = q.push(());
+        assert_eq!(
+            t.wait_slice(Instant::now() + Duration::from_millis(2)),
+            None
+        );
+        assert!(t.is_waiting(), "a slice that ran out does not withdraw");
+        assert_eq!(q.grant_next(5), Ok(()));
+        assert_eq!(t.wait_slice(Instant::now()), Some(5));
+        assert_eq!(t.wait_slice(Instant::now()), None, "a value is taken once");
     }
 
     #[test]

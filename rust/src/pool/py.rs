@@ -6,6 +6,7 @@
 
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
+use crate::blocking::{self, Waited};
 use crate::errors::Error;
 use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
@@ -197,15 +198,24 @@ impl PyPool {
                     let t = t?;
                     let start = Instant::now();
                     let deadline = wait.and_then(|w| start.checked_add(w));
-                    let got = py.detach(|| t.wait_until(deadline));
+                    let got = blocking::wait(py, &t, deadline);
                     let mut fx = Fx::new();
-                    let Some(h) = got else {
-                        core.withdraw(&t, &mut fx);
-                        core.record_wait(start.elapsed(), true);
-                        self.inner.settle(py, fx);
-                        return Err(
-                            Error::PoolTimeout(wait.map_or(0.0, |w| w.as_secs_f64())).into()
-                        );
+                    let h = match got {
+                        Waited::Granted(h) => h,
+                        Waited::TimedOut => {
+                            core.withdraw(&t, &mut fx);
+                            core.record_wait(start.elapsed(), true);
+                            self.inner.settle(py, fx);
+                            return Err(
+                                Error::PoolTimeout(wait.map_or(0.0, |w| w.as_secs_f64())).into()
+                            );
+                        }
+                        Waited::Interrupted(e) => {
+                            core.withdraw(&t, &mut fx);
+                            core.record_wait(start.elapsed(), false);
+                            self.inner.settle(py, fx);
+                            return Err(e);
+                        }
                     };
                     core.record_wait(start.elapsed(), false);
                     let h = core.take(h, &mut fx);

@@ -4,6 +4,7 @@
 
 use super::core::{Acquire, Permit, Semaphore as Core};
 use crate::aio::AsyncWaiter;
+use crate::blocking::{self, Waited};
 use crate::errors::Error;
 use crate::waitq::Ticket;
 use parking_lot::Mutex;
@@ -103,8 +104,24 @@ impl Semaphore {
             return Ok(true);
         }
         let deadline = timeout_deadline(timeout)?;
-        let core = &self.core;
-        Ok(py.detach(|| core.acquire_until(deadline, || None)))
+        let ticket = match self.core.acquire_or_enqueue(|| None) {
+            Acquire::Acquired => return Ok(true),
+            Acquire::Queued(t) => t,
+        };
+        match blocking::wait(py, &ticket, deadline) {
+            Waited::Granted(()) => Ok(true),
+            // A permit granted as the deadline passed is kept: the acquire succeeded.
+            Waited::TimedOut => {
+                let (got, next) = self.core.finish(&ticket, true);
+                wake(py, next);
+                Ok(got)
+            }
+            Waited::Interrupted(e) => {
+                let (_, next) = self.core.withdraw(&ticket);
+                wake(py, next);
+                Err(e)
+            }
+        }
     }
 
     /// Give a permit back (to the oldest waiter if any). Releasing more often than acquiring
