@@ -7,6 +7,13 @@ import math
 from typing import Any
 
 
+def _to_float(field: str, value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{field}={value!r}: is too large") from None
+
+
 def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
     """A duration in seconds from a float, int or ``timedelta``; ``None`` means no limit.
 
@@ -24,7 +31,7 @@ def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
             f"{field}={value!r}: expected a number of seconds or a timedelta, "
             f"got {type(value).__name__}"
         )
-    v = float(value)
+    v = _to_float(field, value)
     if math.isnan(v) or v <= 0:
         raise ValueError(f"{field}={value!r}: must be a positive number of seconds")
     return v
@@ -41,7 +48,7 @@ def wait(field: str, value: Any) -> float | None:
             f"{field}={value!r}: expected a number of seconds, a timedelta or None, "
             f"got {type(value).__name__}"
         )
-    v = float(value)
+    v = _to_float(field, value)
     if math.isnan(v) or v < 0:
         raise ValueError(f"{field}={value!r}: must be a non-negative number of seconds or None")
     return v
