@@ -13,7 +13,11 @@ mod lifecycle;
 pub mod pool;
 pub mod reaper;
 pub mod semaphore;
+pub mod sync;
 pub mod waitq;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
