@@ -18,6 +18,8 @@ pub mod waitq;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod proptests;
 
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]
