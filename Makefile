@@ -42,6 +42,14 @@ test-python: ## pytest of the package (run `make install` first)
 .PHONY: test
 test: install test-rust test-python ## install, then run every test (cargo test + pytest)
 
+.PHONY: loom
+loom: $(BIN)/python ## model-check the semaphore and pool cores with loom (LOOM_MAX_PREEMPTIONS=3 by default)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom -- --nocapture --test-threads=2
+
+.PHONY: proptest
+proptest: $(BIN)/python ## property tests of the key writer and cache core, more cases (PROPTEST_CASES=10000)
+	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release --lib proptests
+
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
 	cargo bench --benches

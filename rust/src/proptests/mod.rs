@@ -1,6 +1,7 @@
 //! Property tests of the PyO3-free cores (proptest). `cargo test` runs a modest number of
 //! cases each; `PROPTEST_CASES=N cargo test --lib proptests` runs more.
 
+mod cache;
 mod keys;
 
 /// Cases per property: `PROPTEST_CASES` if set, else `default`.
