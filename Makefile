@@ -43,7 +43,7 @@ test-python: ## pytest of the package (run `make install` first)
 test: install test-rust test-python ## install, then run every test (cargo test + pytest)
 
 .PHONY: loom
-loom: $(BIN)/python ## model-check the semaphore and pool cores with loom (LOOM_MAX_PREEMPTIONS=3 by default)
+loom: $(BIN)/python ## model-check the semaphore and pool cores with loom (preemption bound 4; LOOM_MAX_PREEMPTIONS=5 explores more)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom -- --nocapture --test-threads=2
 
 .PHONY: proptest

@@ -3,7 +3,7 @@
 //!
 //! Under `cfg(loom)` the cores' locks, condvars, atomics, fences and the pool's idle channel
 //! are loom's (see [`crate::sync`]), so loom explores every interleaving of the threads below
-//! (up to a preemption bound, 3 by default; `LOOM_MAX_PREEMPTIONS` overrides it). Time is not
+//! (up to a preemption bound, 4 by default; `LOOM_MAX_PREEMPTIONS` overrides it). Time is not
 //! modelled: a timed wait gives up at an arbitrary point of the schedule, which is exactly the
 //! race a real timeout has with a grant. A lost permit or object shows up as a deadlock (a
 //! thread parked forever), which loom reports as a failure; the checks after the joins catch
@@ -17,14 +17,14 @@ use loom::sync::Arc;
 use loom::thread;
 use std::time::{Duration, Instant};
 
-/// Run `f` under loom (preemption bound 3 unless `LOOM_MAX_PREEMPTIONS` is set) and print
+/// Run `f` under loom (preemption bound 4 unless `LOOM_MAX_PREEMPTIONS` is set) and print
 /// the number of interleavings explored.
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = runs.clone();
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
+        b.preemption_bound = Some(4);
     }
     let bound = b.preemption_bound;
     b.check(move || {
@@ -414,5 +414,24 @@ fn loom_pool_close_races_with_release_and_a_waiter() {
             destroyed as u64, s.created,
             "each object destroyed exactly once"
         );
+    });
+}
+
+#[test]
+fn loom_pool_failed_creation_hands_the_slot_on() {
+    // The main thread reserved the only slot and its factory fails while another thread
+    // acquires: the freed slot must reach that thread (as an idle-free `Create`), whether it
+    // parked before or after the failure.
+    model("pool: failed creation vs blocking waiter", || {
+        let c = Arc::new(pool(0, 1));
+        let mut fx = Fx::new();
+        assert!(matches!(c.try_acquire(&mut fx), Ok(PoolAcquire::Create)));
+        let hs = pool_threads(&c, &[Wait::Forever]);
+        c.create_failed(&mut fx);
+        for h in hs {
+            assert!(h.join().unwrap().0, "the waiter was served");
+        }
+        pool_settled(&c);
+        assert_eq!(c.stats().created, 1);
     });
 }
