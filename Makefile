@@ -55,6 +55,14 @@ wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, 
 	  echo "example $$(basename $$e)"; \
 	  env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python $$e > /dev/null || exit 1; done
 
+.PHONY: loom
+loom: $(BIN)/python ## model-check the semaphore and pool cores with loom (preemption bound 4; LOOM_MAX_PREEMPTIONS=5 explores more)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom -- --nocapture --test-threads=2
+
+.PHONY: proptest
+proptest: $(BIN)/python ## property tests of the key writer and cache core, more cases (PROPTEST_CASES=10000)
+	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release --lib proptests
+
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
 	cargo bench --benches

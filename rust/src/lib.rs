@@ -14,7 +14,13 @@ mod lifecycle;
 pub mod pool;
 pub mod reaper;
 pub mod semaphore;
+pub mod sync;
 pub mod waitq;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod proptests;
 
 /// The extension module `agentperf._agentperf`; only exports.
 #[pyo3::pymodule]

@@ -9,7 +9,7 @@
 //!
 //! Free of PyO3, so `cargo test` and loom exercise it without an interpreter.
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;

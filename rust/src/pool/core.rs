@@ -19,10 +19,13 @@
 
 use crate::clock::{to_nanos, Clock, Nanos};
 use crate::errors::Error;
+use crate::sync::atomic::{fence, AtomicBool, AtomicUsize};
+use crate::sync::channel::{self, Receiver, Sender};
+use crate::sync::Mutex;
 use crate::waitq::{Ticket, WaitQueue};
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+// The counters and the fork generation take no part in the hand-off: plain std atomics even
+// under loom, which keeps the model small.
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,9 +200,9 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         // The idle set never holds more than `max_size` objects: a bounded (array) channel
         // is faster; a huge bound would preallocate too much, so past it the list flavor.
         let (idle_tx, idle_rx) = if limits.max_size <= BOUNDED_UP_TO {
-            crossbeam_channel::bounded(limits.max_size)
+            channel::bounded(limits.max_size)
         } else {
-            crossbeam_channel::unbounded()
+            channel::unbounded()
         };
         Self {
             limits,

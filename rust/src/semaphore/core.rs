@@ -11,8 +11,8 @@
 //! same instant comes back through [`Semaphore::withdraw`] and goes to the next waiter.
 
 use crate::errors::Error;
+use crate::sync::Mutex;
 use crate::waitq::{Ticket, WaitQueue};
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,0 +1,437 @@
+//! Model checking of the semaphore and pool cores with loom (`make loom`, i.e.
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+//!
+//! Under `cfg(loom)` the cores' locks, condvars, atomics, fences and the pool's idle channel
+//! are loom's (see [`crate::sync`]), so loom explores every interleaving of the threads below
+//! (up to a preemption bound, 4 by default; `LOOM_MAX_PREEMPTIONS` overrides it). Time is not
+//! modelled: a timed wait gives up at an arbitrary point of the schedule, which is exactly the
+//! race a real timeout has with a grant. A lost permit or object shows up as a deadlock (a
+//! thread parked forever), which loom reports as a failure; the checks after the joins catch
+//! duplicates and leaks. Each test prints how many interleavings it explored.
+
+use crate::clock::ManualClock;
+use crate::pool::core::{Acquire as PoolAcquire, Effects, Handoff, Limits, PoolCore};
+use crate::semaphore::core::{Acquire, Semaphore};
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::sync::Arc;
+use loom::thread;
+use std::time::{Duration, Instant};
+
+/// Run `f` under loom (preemption bound 4 unless `LOOM_MAX_PREEMPTIONS` is set) and print
+/// the number of interleavings explored.
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = runs.clone();
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(4);
+    }
+    let bound = b.preemption_bound;
+    b.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    println!(
+        "loom {name}: {} interleavings (preemption bound {bound:?})",
+        runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+/// A deadline loom never reaches by the clock: the wait gives up at a point loom chooses.
+fn soon() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(3600))
+}
+
+// ---------------------------------------------------------------------------------------
+// Semaphore
+// ---------------------------------------------------------------------------------------
+
+type Sem = Semaphore<usize>;
+
+/// Acquire (blocking) and hold: checks mutual exclusion with a loom counter, then releases.
+fn sem_critical(s: &Sem, inside: &AtomicUsize, limit: usize) {
+    let n = inside.fetch_add(1, SeqCst) + 1;
+    assert!(n <= limit, "{n} holders of {limit} permits");
+    inside.fetch_sub(1, SeqCst);
+    s.release().expect("a held permit releases");
+}
+
+fn sem_settled(s: &Sem) {
+    assert_eq!(
+        s.available(),
+        s.permits(),
+        "a permit was lost or duplicated"
+    );
+    assert_eq!(s.waiting(), 0, "a waiter was left queued");
+}
+
+#[test]
+fn loom_semaphore_blocking_acquire_release() {
+    // Three threads, one permit, every one blocks until served: no permit lost (else a
+    // thread parks forever), none duplicated (two holders at once).
+    model("semaphore: 3 blocking acquirers, 1 permit", || {
+        let s = Arc::new(Sem::new(1).unwrap());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|i| {
+                let (s, inside) = (s.clone(), inside.clone());
+                thread::spawn(move || {
+                    assert!(s.acquire_until(None, || i));
+                    sem_critical(&s, &inside, 1);
+                })
+            })
+            .collect();
+        assert!(s.acquire_until(None, || 9));
+        sem_critical(&s, &inside, 1);
+        for h in hs {
+            h.join().unwrap();
+        }
+        sem_settled(&s);
+    });
+}
+
+#[test]
+fn loom_semaphore_timeout_hands_a_granted_permit_on() {
+    // The holder releases while one waiter times out (at any point, possibly just after the
+    // permit was handed to it) and another waits without a deadline: the permit must reach
+    // the patient waiter, or loom sees it parked forever.
+    model("semaphore: release vs timeout vs blocking waiter", || {
+        let s = Arc::new(Sem::new(1).unwrap());
+        assert!(s.try_acquire());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let timed = {
+            let (s, inside) = (s.clone(), inside.clone());
+            thread::spawn(move || {
+                if s.acquire_until(soon(), || 1) {
+                    sem_critical(&s, &inside, 1);
+                }
+            })
+        };
+        let patient = {
+            let (s, inside) = (s.clone(), inside.clone());
+            thread::spawn(move || {
+                assert!(s.acquire_until(None, || 2));
+                sem_critical(&s, &inside, 1);
+            })
+        };
+        s.release().unwrap();
+        timed.join().unwrap();
+        patient.join().unwrap();
+        sem_settled(&s);
+    });
+}
+
+#[test]
+fn loom_semaphore_cancel_hands_a_granted_permit_on() {
+    // An async-style waiter (queued ticket, then cancelled: `withdraw`) races with the
+    // release; a permit granted to it in that instant goes to the next waiter.
+    model("semaphore: release vs cancel vs blocking waiter", || {
+        let s = Arc::new(Sem::new(1).unwrap());
+        assert!(s.try_acquire());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let cancelled = {
+            let (s, inside) = (s.clone(), inside.clone());
+            thread::spawn(move || match s.acquire_or_enqueue(|| 1) {
+                Acquire::Acquired => sem_critical(&s, &inside, 1),
+                Acquire::Queued(t) => {
+                    let (kept, _wake) = s.withdraw(&t);
+                    assert!(!kept, "withdraw never keeps");
+                    assert_eq!(t.try_take(), None, "a withdrawn ticket yields nothing");
+                }
+            })
+        };
+        let patient = {
+            let (s, inside) = (s.clone(), inside.clone());
+            thread::spawn(move || {
+                assert!(s.acquire_until(None, || 2));
+                sem_critical(&s, &inside, 1);
+            })
+        };
+        s.release().unwrap();
+        cancelled.join().unwrap();
+        patient.join().unwrap();
+        sem_settled(&s);
+    });
+}
+
+#[test]
+fn loom_semaphore_fifo_among_queued_waiters() {
+    // Waiters are served in the order they queued (the order the notifier factory ran,
+    // under the semaphore's lock); grants are serialised by the single permit.
+    model("semaphore: FIFO hand-off, 2 queued waiters", || {
+        let s = Arc::new(Sem::new(1).unwrap());
+        assert!(s.try_acquire());
+        let queued = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let served = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let hs: Vec<_> = (1..=2usize)
+            .map(|id| {
+                let (s, queued, served) = (s.clone(), queued.clone(), served.clone());
+                thread::spawn(move || {
+                    let r = s.acquire_or_enqueue(|| {
+                        queued.lock().unwrap().push(id);
+                        id
+                    });
+                    if let Acquire::Queued(t) = r {
+                        assert_eq!(t.wait_until(None), Some(()));
+                        served.lock().unwrap().push(id);
+                    }
+                    s.release().unwrap();
+                })
+            })
+            .collect();
+        s.release().unwrap();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), *queued.lock().unwrap());
+        sem_settled(&s);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Pool
+// ---------------------------------------------------------------------------------------
+
+type Core = PoolCore<u32, usize, std::sync::Arc<ManualClock>>;
+type Fx = Effects<u32, usize>;
+
+fn pool(initial: usize, max: usize) -> Core {
+    let limits = Limits {
+        initial_size: initial,
+        max_size: max,
+        idle_timeout: None,
+        max_lifetime: None,
+    };
+    let c = PoolCore::new(limits, std::sync::Arc::new(ManualClock::new(1)));
+    let mut fx = Fx::new();
+    let mut n = 100;
+    while c.reserve_initial() {
+        n += 1;
+        let e = c.created(n).unwrap();
+        c.add_idle(e, &mut fx);
+    }
+    assert!(fx.is_empty());
+    c
+}
+
+/// How a pool waiter behaves once parked.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Blocks until served.
+    Forever,
+    /// Gives up at a point loom chooses (a timeout).
+    Timeout,
+    /// Registers, then is cancelled without waiting (an asyncio task cancelled at once).
+    Cancel,
+}
+
+/// One acquire/hold/release of a pool object, the way the binding does it. Returns whether
+/// an object was held, and how many objects this thread was told to destroy. `created`
+/// numbers new objects.
+fn pool_use(
+    c: &Core,
+    inside: &AtomicUsize,
+    created: &AtomicUsize,
+    how: Wait,
+    id: usize,
+) -> (bool, usize) {
+    let mut fx = Fx::new();
+    let new = |fx: &mut Fx| -> Option<crate::pool::core::Entry<u32>> {
+        let item = 200 + created.fetch_add(1, SeqCst) as u32;
+        match c.created(item) {
+            Ok(e) => Some(e),
+            Err(_) => {
+                fx.destroy.push(item);
+                None
+            }
+        }
+    };
+    let got = match c.try_acquire(&mut fx) {
+        Err(_) => None,
+        Ok(PoolAcquire::Ready(e)) => Some(e),
+        Ok(PoolAcquire::Create) => new(&mut fx),
+        Ok(PoolAcquire::Full) => match c.register(id, &mut fx) {
+            Err(_) => None,
+            Ok(t) => {
+                let h = match how {
+                    Wait::Forever => t.wait_until(None),
+                    Wait::Timeout => t.wait_until(soon()),
+                    Wait::Cancel => None,
+                };
+                match h {
+                    None => {
+                        c.withdraw(&t, &mut fx);
+                        None
+                    }
+                    Some(h) => match c.take(h, &mut fx) {
+                        Handoff::Agent(e) => Some(e),
+                        Handoff::Create => new(&mut fx),
+                        Handoff::Closed | Handoff::Retry => None,
+                    },
+                }
+            }
+        },
+    };
+    let held = got.is_some();
+    if let Some(e) = got {
+        c.acquired();
+        let n = inside.fetch_add(1, SeqCst) + 1;
+        assert!(
+            n <= c.limits().max_size,
+            "{n} objects out of {}",
+            c.limits().max_size
+        );
+        inside.fetch_sub(1, SeqCst);
+        c.release(e, false, &mut fx);
+    }
+    (held, fx.destroy.len())
+}
+
+fn pool_settled(c: &Core) {
+    let s = c.stats();
+    assert_eq!(s.waiting, 0, "a waiter was left counted: {s:?}");
+    assert_eq!(s.acquired, s.released, "{s:?}");
+    assert_eq!(s.created - s.destroyed, s.size as u64, "{s:?}");
+    assert!(s.size <= s.max_size, "{s:?}");
+    assert_eq!(
+        s.idle, s.size,
+        "a live object is neither idle nor out: {s:?}"
+    );
+}
+
+fn pool_threads(c: &Arc<Core>, hows: &[Wait]) -> Vec<thread::JoinHandle<(bool, usize)>> {
+    let inside = Arc::new(AtomicUsize::new(0));
+    let created = Arc::new(AtomicUsize::new(0));
+    hows.iter()
+        .enumerate()
+        .map(|(id, &how)| {
+            let (c, inside, created) = (c.clone(), inside.clone(), created.clone());
+            thread::spawn(move || pool_use(&c, &inside, &created, how, id))
+        })
+        .collect()
+}
+
+#[test]
+fn loom_pool_release_hands_off_to_a_blocked_waiter() {
+    // max_size 1, one object: two threads contend, each blocking until served. The object
+    // goes round without loss (else a thread parks forever) or duplication.
+    model("pool: 2 blocking users, 1 object", || {
+        let c = Arc::new(pool(1, 1));
+        for h in pool_threads(&c, &[Wait::Forever, Wait::Forever]) {
+            assert!(h.join().unwrap().0);
+        }
+        pool_settled(&c);
+        assert_eq!(c.stats().size, 1);
+    });
+}
+
+#[test]
+fn loom_pool_create_slot_hand_off() {
+    // max_size 1, empty pool: one thread gets the slot to create, the other parks and is
+    // handed the object, or the freed slot; both are served.
+    model("pool: 2 blocking users, create on demand", || {
+        let c = Arc::new(pool(0, 1));
+        for h in pool_threads(&c, &[Wait::Forever, Wait::Forever]) {
+            assert!(h.join().unwrap().0);
+        }
+        pool_settled(&c);
+        assert!(c.stats().created >= 1);
+    });
+}
+
+#[test]
+fn loom_pool_timeout_and_cancel_hand_the_object_on() {
+    // The main thread holds the only object and releases it while one waiter times out and
+    // another is cancelled: whatever was granted to them meanwhile goes back to the idle set.
+    model("pool: release vs timeout vs cancel", || {
+        let c = Arc::new(pool(1, 1));
+        let mut fx = Fx::new();
+        let Ok(PoolAcquire::Ready(e)) = c.try_acquire(&mut fx) else {
+            panic!("the initial object is idle")
+        };
+        c.acquired();
+        let hs = pool_threads(&c, &[Wait::Timeout, Wait::Cancel]);
+        c.release(e, false, &mut fx);
+        for h in hs {
+            h.join().unwrap();
+        }
+        pool_settled(&c);
+        assert_eq!(c.stats().size, 1, "the object survived");
+        assert_eq!(c.stats().idle, 1);
+    });
+}
+
+#[test]
+fn loom_pool_timeout_hands_on_to_a_blocked_waiter() {
+    // As above, but the second waiter blocks: it must be served even when the object was
+    // first granted to the waiter that timed out.
+    model("pool: release vs timeout vs blocking waiter", || {
+        let c = Arc::new(pool(1, 1));
+        let mut fx = Fx::new();
+        let Ok(PoolAcquire::Ready(e)) = c.try_acquire(&mut fx) else {
+            panic!("the initial object is idle")
+        };
+        c.acquired();
+        let hs = pool_threads(&c, &[Wait::Timeout, Wait::Forever]);
+        c.release(e, false, &mut fx);
+        let served: Vec<bool> = hs.into_iter().map(|h| h.join().unwrap().0).collect();
+        assert!(served[1], "the blocking waiter was served");
+        pool_settled(&c);
+        assert_eq!(c.stats().size, 1);
+    });
+}
+
+#[test]
+fn loom_pool_close_races_with_release_and_a_waiter() {
+    // close() runs while the holder releases and a waiter blocks: the waiter is woken
+    // (Closed, or served first), and every object is destroyed exactly once.
+    model("pool: close vs release vs blocking waiter", || {
+        let c = Arc::new(pool(1, 1));
+        let mut fx = Fx::new();
+        let Ok(PoolAcquire::Ready(e)) = c.try_acquire(&mut fx) else {
+            panic!("the initial object is idle")
+        };
+        c.acquired();
+        let hs = pool_threads(&c, &[Wait::Forever]);
+        let closer = {
+            let c = c.clone();
+            thread::spawn(move || {
+                let mut fx = Fx::new();
+                assert!(c.close(&mut fx));
+                fx.destroy.len()
+            })
+        };
+        c.release(e, false, &mut fx);
+        let mut destroyed = fx.destroy.len();
+        for h in hs {
+            destroyed += h.join().unwrap().1;
+        }
+        destroyed += closer.join().unwrap();
+        let s = c.stats();
+        assert_eq!((s.size, s.idle, s.waiting), (0, 0, 0), "{s:?}");
+        assert_eq!(s.created, s.destroyed, "{s:?}");
+        assert_eq!(
+            destroyed as u64, s.created,
+            "each object destroyed exactly once"
+        );
+    });
+}
+
+#[test]
+fn loom_pool_failed_creation_hands_the_slot_on() {
+    // The main thread reserved the only slot and its factory fails while another thread
+    // acquires: the freed slot must reach that thread (as an idle-free `Create`), whether it
+    // parked before or after the failure.
+    model("pool: failed creation vs blocking waiter", || {
+        let c = Arc::new(pool(0, 1));
+        let mut fx = Fx::new();
+        assert!(matches!(c.try_acquire(&mut fx), Ok(PoolAcquire::Create)));
+        let hs = pool_threads(&c, &[Wait::Forever]);
+        c.create_failed(&mut fx);
+        for h in hs {
+            assert!(h.join().unwrap().0, "the waiter was served");
+        }
+        pool_settled(&c);
+        assert_eq!(c.stats().created, 1);
+    });
+}
