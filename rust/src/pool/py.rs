@@ -310,7 +310,7 @@ impl PyPool {
         });
         let registration = match interval {
             Some(i) if limits.idle_timeout.is_some() || limits.max_lifetime.is_some() => {
-                Some(reaper::register(&inner, i))
+                Some(reaper::register(&inner, crate::args::cleanup_interval(i)))
             }
             _ => None,
         };
