@@ -31,6 +31,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -191,6 +192,8 @@ class AgentPool(_Pool, Closeable):
         if not callable(factory):
             raise TypeError(f"factory={factory!r}: expected a callable returning an agent")
         cfg: PoolConfig = build(PoolConfig, config, overrides)
+        if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
+            raise ValueError(f"max_size={cfg.max_size!r}: is too large")
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
         self = super().__new__(
