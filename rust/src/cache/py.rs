@@ -749,7 +749,13 @@ impl CachedAgentCore {
                                 return r;
                             }
                         }
-                        None => py.check_signals()?,
+                        None => {
+                            if let Err(e) = py.check_signals() {
+                                // Interrupted before being served: a miss (counted once).
+                                self.shared.store.note_miss();
+                                return Err(e);
+                            }
+                        }
                     }
                     if let Some(v) = self.lookup(py, &key) {
                         return Ok(v);
@@ -913,16 +919,21 @@ impl Flight {
         let got = self.ticket.as_ref().and_then(|t| t.try_take());
         if let Some(o) = got {
             if let Some(r) = served(py, &self.shared.store, &o) {
+                self.done.store(true, Ordering::Release);
                 return r.map(|v| (true, v));
             }
         }
         Ok((false, py.None()))
     }
 
-    /// Waiter: give up (cancelled); anything granted meanwhile is dropped.
+    /// Waiter: give up (cancelled); anything granted meanwhile is dropped. The caller was
+    /// not served, so it counts as a miss (every call counts once: hits + misses == calls).
     fn withdraw(&self) {
         if let Some(t) = &self.ticket {
             let got = t.withdraw();
+            if !self.done.swap(true, Ordering::AcqRel) {
+                self.shared.store.note_miss();
+            }
             drop(got);
         }
     }
