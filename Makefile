@@ -42,6 +42,10 @@ test-python: ## pytest of the package (run `make install` first)
 .PHONY: test
 test: install test-rust test-python ## install, then run every test (cargo test + pytest)
 
+.PHONY: stress
+stress: install ## reliability sweep at full counts (AGENTPERF_STRESS=full, >= 1,000,000 operations)
+	AGENTPERF_STRESS=full $(BIN)/python -m pytest tests -m stress -q -s -o log_cli=false --durations=0
+
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
 	cargo bench --benches
