@@ -170,6 +170,7 @@ class Tally:
     batch_failed: int = 0
     batch_cancelled: int = 0
     unexpected: list[str] = field(default_factory=list)
+    batch_errors: Counter[str] = field(default_factory=Counter)
     started: Counter[str] = field(default_factory=Counter)  # batches, by executor
     started_items: Counter[str] = field(default_factory=Counter)
 
@@ -195,6 +196,14 @@ class Tally:
         if len(r.errors) != s.failure_count:
             bad.append(f"{len(r.errors)} errors for failure_count {s.failure_count}")
         failed = {e.index for e in r.errors}
+        kinds = Counter(
+            "pool_timeout"
+            if isinstance(e.error, ap.PoolTimeoutError)
+            else "item_timeout"
+            if isinstance(e.error, TimeoutError)
+            else type(e.error).__name__
+            for e in r.errors
+        )
         for i, out in enumerate(r.outputs):
             if out is not None and out != ("out", i):
                 bad.append(f"item {i} output {out!r}")
@@ -209,6 +218,7 @@ class Tally:
             self.batch_ok += s.success_count
             self.batch_failed += s.failure_count
             self.batch_cancelled += s.cancelled_count
+            self.batch_errors.update(kinds)
             self.unexpected.extend(bad)
 
 
@@ -249,7 +259,9 @@ class Rig:
             self.count_cache()  # no await between this and the lookup
             return await self.cached.aexecute(x)
 
-        self.batch_cached = ap.BatchExecutor(via_cache, max_concurrency=8, item_timeout=ITEM_TIMEOUT)
+        self.batch_cached = ap.BatchExecutor(
+            via_cache, max_concurrency=8, item_timeout=ITEM_TIMEOUT
+        )
         self.batch_pool = ap.BatchExecutor(
             self.pool, max_concurrency=8, item_timeout=ITEM_TIMEOUT, semaphore=self.sem
         )
@@ -282,6 +294,8 @@ class Rig:
                     ops += 1
                     agent = pool.acquire(timeout=rng.choice([0.0, 0.05, None]))
                     discard = rng.random() < P_DISCARD
+                    if discard:
+                        self.ledger.count("discard")
                     try:
                         out = agent.execute(x)
                     finally:
@@ -322,6 +336,8 @@ class Rig:
         elif r < 0.72:
             agent = await pool.aacquire(timeout=rng.choice([0.0, 0.05, None]))
             discard = rng.random() < P_DISCARD
+            if discard:
+                self.ledger.count("discard")
             try:
                 out = await agent.aexecute(x)
             finally:
@@ -448,7 +464,8 @@ class Rig:
             f"faults: {dict(led.faults)}, factory {led.factory_faults}/{led.factory_calls} "
             f"failed; outcomes: {dict(t.outcomes)}; batches={t.batches} "
             f"items={t.batch_total} ok={t.batch_ok} failed={t.batch_failed} "
-            f"cancelled={t.batch_cancelled}; pool created={s.created} destroyed={s.destroyed} "
+            f"cancelled={t.batch_cancelled} errors={dict(t.batch_errors)}; "
+            f"pool created={s.created} destroyed={s.destroyed} "
             f"recycled={s.recycled} acquired={s.acquired} waits={s.waits} "
             f"timeouts={s.timeouts}; cache hits={c.hits} misses={c.misses}; lost=0",
             file=sys.stderr,
@@ -509,6 +526,7 @@ async def test_cancellation_storm_leaks_nothing() -> None:
         return await pool.aexecute(x)
 
     rng = random.Random(3)
+    n_cancelled = 0
     for _ in range(rounds):
         tasks = [asyncio.create_task(one(i)) for i in range(TASKS)]
         await asyncio.sleep(0)
@@ -517,6 +535,7 @@ async def test_cancellation_storm_leaks_nothing() -> None:
                 t.cancel()
         await asyncio.wait(tasks, timeout=120)
         assert all(t.done() for t in tasks)
+        n_cancelled += sum(t.cancelled() for t in tasks)
         for t in tasks:
             if not t.cancelled() and t.exception() is not None:
                 assert isinstance(t.exception(), (Fault, FactoryFault)), t.exception()
@@ -529,6 +548,11 @@ async def test_cancellation_storm_leaks_nothing() -> None:
     cached.close()
     pool.close()
     assert all(ledger.closes[a.id] == 1 for a in ledger.made)
+    print(
+        f"\n[storm] tasks={rounds * TASKS} cancelled={n_cancelled} pool created={s.created} "
+        f"acquired={s.acquired} waits={s.waits}; cache hits={c.hits} misses={c.misses}; lost=0",
+        file=sys.stderr,
+    )
 
 
 @pytest.mark.timeout(30)
