@@ -297,7 +297,10 @@ class AgentPool(_Pool, Closeable):
         if self._filled:
             return
         self._filled = True
-        while self._reserve_initial():
+        # At most initial_size creations (see _fill: an agent past max_lifetime at once).
+        for _ in range(self._config.initial_size):
+            if not self._reserve_initial():
+                break
             try:
                 agent = await self._factory()
                 ad = adapt(agent)
