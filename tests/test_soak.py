@@ -115,7 +115,9 @@ def one_round(i: int, made: list[Agent]) -> None:
         made.append(a)
         return a
 
-    pool = ap.AgentPool(factory, max_size=4, initial_size=2, idle_timeout=0.01, cleanup_interval=0.01)
+    pool = ap.AgentPool(
+        factory, max_size=4, initial_size=2, idle_timeout=0.01, cleanup_interval=0.01
+    )
     with pool:
         assert pool.execute(i) == i
     cache = ap.Cache(max_size=16, ttl=0.01, cleanup_interval=0.01)
