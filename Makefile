@@ -63,6 +63,10 @@ loom: $(BIN)/python ## model-check the semaphore and pool cores with loom (preem
 proptest: $(BIN)/python ## property tests of the key writer and cache core, more cases (PROPTEST_CASES=10000)
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release --lib proptests
 
+.PHONY: stress
+stress: install ## reliability sweep at full counts (AGENTPERF_STRESS=full, >= 1,000,000 operations)
+	AGENTPERF_STRESS=full $(BIN)/python -m pytest tests -m stress -q -s -o log_cli=false --durations=0
+
 .PHONY: bench
 bench: install ## benchmarks: criterion for the core, pytest-benchmark against peers
 	cargo bench --benches

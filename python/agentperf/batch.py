@@ -341,6 +341,7 @@ class _Run:
             max_item_s=self.t_max,
         )
         self.ex._record(self.stats)
+        self.ex._run_ended()
         if self.chan is not None:
             self.chan.close()
         if not self.done.done():
@@ -670,6 +671,7 @@ class BatchExecutor(Closeable):
         self._lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
         self._closed = False
+        self._runs = 0  # batches running now (they keep the thread pool past close())
         self._executions = 0
         self._total = 0
         self._success = 0
@@ -690,12 +692,15 @@ class BatchExecutor(Closeable):
             raise RuntimeError("this BatchExecutor is closed")
 
     def _async_call(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], Awaitable[Any]]:
+        """The call for a new run, which counts as running until :meth:`_run_ended`."""
         ad = self._adapter
-        if ad.native_async or not ad.native_sync:
-            return ad.acall
-        # A blocking agent: our own pool of max_concurrency threads, never the loop's default.
         with self._lock:
             self._check_open()
+            self._runs += 1
+            if ad.native_async or not ad.native_sync:
+                return ad.acall
+            # A blocking agent: our own pool of max_concurrency threads, never the loop's
+            # default.
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(
                     max_workers=self.config.max_concurrency,
@@ -809,14 +814,27 @@ class BatchExecutor(Closeable):
                 success_rate=100.0 * self._success / total if total else 0.0,
             )
 
+    def _run_ended(self) -> None:
+        with self._lock:
+            self._runs -= 1
+            pool = None
+            if self._closed and self._runs == 0:
+                pool, self._threads = self._threads, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         """Release the thread pool; later batches raise ``RuntimeError``. Idempotent.
 
-        Blocking calls still running (stopped by a timeout) finish in the background.
+        Batches already running go on to their end (the thread pool is released when the
+        last one ends). Blocking calls still running (stopped by a timeout) finish in the
+        background.
         """
         with self._lock:
             self._closed = True
-            pool, self._threads = self._threads, None
+            pool = None
+            if self._runs == 0:
+                pool, self._threads = self._threads, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -31,6 +31,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -191,6 +192,8 @@ class AgentPool(_Pool, Closeable):
         if not callable(factory):
             raise TypeError(f"factory={factory!r}: expected a callable returning an agent")
         cfg: PoolConfig = build(PoolConfig, config, overrides)
+        if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
+            raise ValueError(f"max_size={cfg.max_size!r}: is too large")
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
         self = super().__new__(
@@ -294,7 +297,10 @@ class AgentPool(_Pool, Closeable):
         if self._filled:
             return
         self._filled = True
-        while self._reserve_initial():
+        # At most initial_size creations (see _fill: an agent past max_lifetime at once).
+        for _ in range(self._config.initial_size):
+            if not self._reserve_initial():
+                break
             try:
                 agent = await self._factory()
                 ad = adapt(agent)

@@ -19,6 +19,7 @@ so a bookkeeping bug cannot silently raise the limit.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import math
 from types import TracebackType
 
@@ -40,19 +41,26 @@ class Semaphore(_RustSemaphore):
 
     __slots__ = ()
 
-    async def aacquire(self, timeout: float | None = None) -> bool:
+    async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> bool:
         """Take a permit, waiting (FIFO) up to ``timeout`` seconds (``None``: forever).
 
         Returns whether a permit was taken. Cancelling the awaiting task leaks nothing.
         """
         if timeout is not None:
+            if isinstance(timeout, datetime.timedelta):
+                timeout = timeout.total_seconds()
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise TypeError(
-                    f"timeout={timeout!r}: expected a number of seconds, "
+                    f"timeout={timeout!r}: expected a number of seconds or a timedelta, "
                     f"got {type(timeout).__name__}"
                 )
-            if math.isnan(timeout) or timeout < 0:
+            try:
+                t = float(timeout)
+            except OverflowError:
+                raise ValueError(f"timeout={timeout!r}: is too large") from None
+            if math.isnan(t) or t < 0:
                 raise ValueError(f"timeout={timeout!r}: must be >= 0 seconds (or None)")
+            timeout = t
             if timeout == 0:
                 return self.try_acquire()
         parked = self._wait_async()

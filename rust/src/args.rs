@@ -28,8 +28,23 @@ pub fn seconds_of(field: &'static str, v: &Bound<'_, PyAny>) -> PyResult<f64> {
     if v.is_instance_of::<PyBool>() {
         return Err(type_error(field, v, EXPECTED));
     }
-    if v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>() {
+    if v.is_instance_of::<PyFloat>() {
         return v.extract();
+    }
+    if v.is_instance_of::<PyInt>() {
+        // An int past the float range is a bad value, not an `OverflowError`.
+        return v.extract().map_err(|_| {
+            let value = v
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Error::Config {
+                field,
+                value,
+                why: "is too large",
+            }
+            .into()
+        });
     }
     let py = v.py();
     let td = TIMEDELTA.get_or_try_init(py, || {
@@ -59,4 +74,14 @@ pub fn wait_limit(field: &'static str, secs: Option<f64>) -> Result<Option<Durat
                 why: "is too large",
             }),
     }
+}
+
+/// The longest interval between two cleanup rounds: a century, "never" in practice. A longer
+/// one (anything up to `Duration::MAX` passes validation) would overflow the `Instant`
+/// arithmetic of the cleanup thread, which panics.
+pub const MAX_CLEANUP_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `interval`, capped at [`MAX_CLEANUP_INTERVAL`]: what is handed to `reaper::register`.
+pub fn cleanup_interval(interval: Duration) -> Duration {
+    interval.min(MAX_CLEANUP_INTERVAL)
 }

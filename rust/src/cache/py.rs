@@ -72,10 +72,15 @@ fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
         return Err(args::type_error("max_size", v, "an int"));
     }
     let n: i128 = v.extract().unwrap_or(i128::MAX);
+    let value = || {
+        v.repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| n.to_string())
+    };
     if n < 1 {
         return Err(Error::Config {
             field: "max_size",
-            value: n.to_string(),
+            value: value(),
             why: "must be >= 1",
         }
         .into());
@@ -83,7 +88,7 @@ fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
     usize::try_from(n).map_err(|_| {
         Error::Config {
             field: "max_size",
-            value: n.to_string(),
+            value: value(),
             why: "is too large",
         }
         .into()
@@ -283,7 +288,7 @@ impl Cache {
         let clock = manual.clone().map_or(AnyClock::Mono, AnyClock::Manual);
         let store = Arc::new(Swept(make_store(max_size, ttl, enable_stats, clock)?));
         // An infinite interval means no background sweep (expiry stays lazy).
-        let reg = interval.map(|i| reaper::register(&store, i));
+        let reg = interval.map(|i| reaper::register(&store, args::cleanup_interval(i)));
         Ok(Cache {
             store,
             manual,
@@ -699,7 +704,7 @@ impl CachedAgentCore {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
         });
-        let reg = interval.map(|i| reaper::register(&shared, i));
+        let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
         Ok(CachedAgentCore {
             shared,
             call,
@@ -744,7 +749,13 @@ impl CachedAgentCore {
                                 return r;
                             }
                         }
-                        None => py.check_signals()?,
+                        None => {
+                            if let Err(e) = py.check_signals() {
+                                // Interrupted before being served: a miss (counted once).
+                                self.shared.store.note_miss();
+                                return Err(e);
+                            }
+                        }
                     }
                     if let Some(v) = self.lookup(py, &key) {
                         return Ok(v);
@@ -908,16 +919,21 @@ impl Flight {
         let got = self.ticket.as_ref().and_then(|t| t.try_take());
         if let Some(o) = got {
             if let Some(r) = served(py, &self.shared.store, &o) {
+                self.done.store(true, Ordering::Release);
                 return r.map(|v| (true, v));
             }
         }
         Ok((false, py.None()))
     }
 
-    /// Waiter: give up (cancelled); anything granted meanwhile is dropped.
+    /// Waiter: give up (cancelled); anything granted meanwhile is dropped. The caller was
+    /// not served, so it counts as a miss (every call counts once: hits + misses == calls).
     fn withdraw(&self) {
         if let Some(t) = &self.ticket {
             let got = t.withdraw();
+            if !self.done.swap(true, Ordering::AcqRel) {
+                self.shared.store.note_miss();
+            }
             drop(got);
         }
     }

@@ -546,16 +546,6 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// are dropped untouched.
     pub fn after_fork_child(&self, mut keep: impl FnMut(&N) -> bool, fx: &mut Effects<T, N>) {
         self.generation.fetch_add(1, AcqRel);
-        let out = self
-            .acquired
-            .load(SeqCst)
-            .saturating_sub(self.released.load(SeqCst));
-        self.released.fetch_add(out, SeqCst);
-        self.destroyed.fetch_add(out, SeqCst);
-        let out = usize::try_from(out).unwrap_or(usize::MAX);
-        let _ = self
-            .size
-            .fetch_update(SeqCst, SeqCst, |s| Some(s.saturating_sub(out)));
         let tickets = self.waiters.lock().drain();
         self.nwaiting.store(0, SeqCst);
         for (t, n) in tickets {
@@ -569,12 +559,27 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         while let Ok(e) = self.idle_rx.try_recv() {
             seen.push(e);
         }
+        let mut idle = 0usize;
         for mut e in seen {
             e.generation = self.generation.load(Acquire);
-            if let Err(err) = self.idle_tx.try_send(e) {
-                fx.forget.push(err.into_inner().item);
+            match self.idle_tx.try_send(e) {
+                Ok(()) => idle += 1,
+                Err(err) => fx.forget.push(err.into_inner().item),
             }
         }
+        // Every live object that is not idle belonged to a thread of the parent: leased,
+        // handed to a waiter that is gone, being checked or released. Written off (counted
+        // released and destroyed), and the slots reserved for creations in progress freed,
+        // so `created - destroyed == size == idle` holds in the child.
+        let live = self
+            .created
+            .load(SeqCst)
+            .saturating_sub(self.destroyed.load(SeqCst));
+        self.destroyed
+            .fetch_add(live.saturating_sub(idle as u64), SeqCst);
+        let acquired = self.acquired.load(SeqCst);
+        self.released.fetch_max(acquired, SeqCst);
+        self.size.store(idle, SeqCst);
     }
 
     /// The counters now.

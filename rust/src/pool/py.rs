@@ -320,7 +320,7 @@ impl PyPool {
         });
         let registration = match interval {
             Some(i) if limits.idle_timeout.is_some() || limits.max_lifetime.is_some() => {
-                Some(reaper::register(&inner, i))
+                Some(reaper::register(&inner, crate::args::cleanup_interval(i)))
             }
             _ => None,
         };
@@ -417,7 +417,11 @@ impl PyPool {
 
     /// Create agents (sync factory) until the pool holds `initial_size`.
     fn _fill(&self, py: Python<'_>) -> PyResult<()> {
-        while self.core().reserve_initial() {
+        // At most `initial_size` creations: an agent older than `max_lifetime` by the time it
+        // is stored is destroyed at once, which would free its slot again forever.
+        let mut left = self.core().limits().initial_size;
+        while left > 0 && self.core().reserve_initial() {
+            left -= 1;
             let e = self.create(py)?;
             let mut fx = Fx::new();
             self.core().add_idle(e, &mut fx);
