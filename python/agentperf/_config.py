@@ -7,7 +7,12 @@ import math
 from typing import Any
 
 
-def _to_float(field: str, value: int | float) -> float:
+def _number(field: str, value: Any, expected: str) -> float:
+    """Seconds as a float from an int, a float or a ``timedelta`` (a ``bool`` is refused)."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field}={value!r}: expected {expected}, got {type(value).__name__}")
     try:
         return float(value)
     except OverflowError:
@@ -24,14 +29,7 @@ def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
         if allow_none:
             return None
         raise TypeError(f"{field}=None: expected a positive number of seconds")
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{field}={value!r}: expected a number of seconds or a timedelta, "
-            f"got {type(value).__name__}"
-        )
-    v = _to_float(field, value)
+    v = _number(field, value, "a number of seconds or a timedelta")
     if math.isnan(v) or v <= 0:
         raise ValueError(f"{field}={value!r}: must be a positive number of seconds")
     return v
@@ -41,14 +39,7 @@ def wait(field: str, value: Any) -> float | None:
     """A wait limit in seconds: ``None`` waits forever, ``0`` does not wait; ``timedelta`` ok."""
     if value is None:
         return None
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{field}={value!r}: expected a number of seconds, a timedelta or None, "
-            f"got {type(value).__name__}"
-        )
-    v = _to_float(field, value)
+    v = _number(field, value, "a number of seconds, a timedelta or None")
     if math.isnan(v) or v < 0:
         raise ValueError(f"{field}={value!r}: must be a non-negative number of seconds or None")
     return v
