@@ -21,7 +21,7 @@ import threading
 import time
 import tracemalloc
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 __all__ = ["Row", "main", "run"]
@@ -411,6 +411,13 @@ async def _aiometer(fn: Callable[[Any], Any], items: list[Any], limit: int) -> l
     )
 
 
+def _run_seconds(coro: Coroutine[Any, Any, Any]) -> float:
+    """Wall-clock seconds of ``asyncio.run(coro)``."""
+    t0 = time.perf_counter()
+    asyncio.run(coro)
+    return time.perf_counter() - t0
+
+
 def batch_rows(quick: bool) -> Iterator[Row]:
     """Speedup at 10 and 20 workers over serial, and maximum throughput."""
     import agentperf as ap
@@ -425,28 +432,19 @@ def batch_rows(quick: bool) -> Iterator[Row]:
     n = 200 if quick else 1000
     items = list(range(n))
 
-    async def serial() -> float:
-        t0 = time.perf_counter()
+    async def serial() -> None:
         for x in items:
             await sleepy(x)
-        return time.perf_counter() - t0
 
-    serial_s = asyncio.run(serial())
+    serial_s = _run_seconds(serial())
     peer_ok = _have("aiometer")
     for workers, claim in ((10, "12x"), (20, "23x")):
         ex = ap.BatchExecutor(sleepy, max_concurrency=workers)
-        t0 = time.perf_counter()
-        res = asyncio.run(ex.aexecute(items))
-        ours = time.perf_counter() - t0
-        assert res.stats.success_count == n
-        t0 = time.perf_counter()
-        asyncio.run(_gather_semaphore(sleepy, items, workers))
-        base = time.perf_counter() - t0
-        peer = None
-        if peer_ok:
-            t0 = time.perf_counter()
-            asyncio.run(_aiometer(sleepy, items, workers))
-            peer = serial_s / (time.perf_counter() - t0)
+        ours = _run_seconds(ex.aexecute(items))
+        if ex.stats().success_tasks != n:
+            raise RuntimeError(f"the measured batch did not complete: {ex.stats()}")
+        base = _run_seconds(_gather_semaphore(sleepy, items, workers))
+        peer = serial_s / _run_seconds(_aiometer(sleepy, items, workers)) if peer_ok else None
         yield Row(
             "batch",
             f"Speedup ({workers} workers)",
@@ -465,17 +463,9 @@ def batch_rows(quick: bool) -> Iterator[Row]:
     m = 20_000 if quick else 100_000
     many = range(m)
     ex = ap.BatchExecutor(trivial, max_concurrency=1000)
-    t0 = time.perf_counter()
-    asyncio.run(ex.aexecute(many))
-    ours = m / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    asyncio.run(_gather_semaphore(trivial, list(many), 1000))
-    base = m / (time.perf_counter() - t0)
-    peer = None
-    if peer_ok:
-        t0 = time.perf_counter()
-        asyncio.run(_aiometer(trivial, list(many), 1000))
-        peer = m / (time.perf_counter() - t0)
+    ours = m / _run_seconds(ex.aexecute(many))
+    base = m / _run_seconds(_gather_semaphore(trivial, list(many), 1000))
+    peer = m / _run_seconds(_aiometer(trivial, list(many), 1000)) if peer_ok else None
     yield Row(
         "batch",
         "Max throughput",
