@@ -341,13 +341,6 @@ DAEMON_SCRIPT = textwrap.dedent(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("via", ["pool", "cached"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not fixed on this branch: a daemon thread inside an agent call made "
-    "from Rust (pool.execute / cached.execute) is ended by CPython <= 3.13 with pthread_exit "
-    "during finalization; the forced unwind cannot cross the PyO3 frames and the process "
-    "aborts (SIGABRT). See RELIABILITY.md.",
-)
 def test_exit_with_daemon_threads_inside_sync_agent_calls(via: str) -> None:
     for _ in range(3):
         p = subprocess.run(

@@ -50,7 +50,9 @@ class CachedAgent(CachedAgentCore, Closeable):
     """The settings in force."""
     agent: Any
     """The wrapped agent, as given."""
+    _call: Callable[[Any], Any]
     _acall: Callable[[Any], Awaitable[Any]]
+    _keyfn: Callable[[Any], str | bytes] | None
 
     def __new__(cls, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> Any:
         manual = bool(overrides.pop("_manual_clock", False))
@@ -58,7 +60,6 @@ class CachedAgent(CachedAgentCore, Closeable):
         adapter = adapt(agent)
         self = super().__new__(
             cls,
-            adapter.call,
             cfg.max_size,
             cfg.ttl,
             cfg.cleanup_interval,
@@ -68,18 +69,44 @@ class CachedAgent(CachedAgentCore, Closeable):
         )
         self.config = cfg
         self.agent = agent
+        self._call = adapter.call
         self._acall = adapter.acall
+        self._keyfn = cfg.key_generator
         return self
 
     def __init__(self, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> None:
         pass
 
+    def execute(self, input: Any, /) -> Any:
+        """Run the agent on ``input``, or return the cached output for it. Concurrent misses
+        for one key run the agent once; the others receive its output or its exception."""
+        # A hit is one Rust call. On a miss this caller leads and calls the agent here, in a
+        # Python frame, never from Rust: CPython <= 3.13 ends a daemon thread that wakes up
+        # during interpreter exit with pthread_exit, whose unwinding aborts the process if it
+        # meets a Rust frame. The same holds for the user's key_generator.
+        keyfn = self._keyfn
+        got = self._lookup(input) if keyfn is None else self._lookup(input, keyfn(input))
+        if type(got) is not Flight:
+            return got
+        try:
+            value = self._call(input)
+        except Exception as e:
+            got.fail(e)
+            raise
+        except BaseException:
+            got.abandon()
+            raise
+        got.succeed(value)
+        return value
+
     async def aexecute(self, input: Any, /) -> Any:
         """Run the agent on ``input`` without blocking the event loop, or return the cached
         output. Waiting for another caller's in-flight call never blocks the loop; a
         cancelled caller leaves nothing behind (a cancelled leader hands the call on)."""
+        keyfn = self._keyfn
+        key = None if keyfn is None else keyfn(input)
         while True:
-            got = self._alookup(input)
+            got = self._alookup(input, key)
             if type(got) is not Flight:
                 return got
             if got.leader:
@@ -101,6 +128,22 @@ class CachedAgent(CachedAgentCore, Closeable):
             done, value = got.outcome()
             if done:
                 return value
+
+    def cache_key(self, input: Any, /) -> str | bytes:
+        """``key_generator(input)`` if set, else ``hash_key(input)``."""
+        keyfn = self._keyfn
+        if keyfn is None:
+            return super().cache_key(input)
+        k = keyfn(input)
+        if not isinstance(k, (str, bytes)):
+            raise TypeError(f"key_generator returned {type(k).__name__}: expected str or bytes")
+        return k
+
+    def invalidate(self, input: Any, /) -> bool:
+        """Remove the entry for ``input``; ``True`` if one was removed. A call for it still
+        in flight delivers its result to its waiters but does not cache it."""
+        keyfn = self._keyfn
+        return self._invalidate(input, None if keyfn is None else keyfn(input))
 
     def __repr__(self) -> str:
         cfg = self.config

@@ -14,7 +14,7 @@ use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::waitq::{Ticket, WaitQueue};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
@@ -620,12 +620,25 @@ fn served(py: Python<'_>, store: &PyStore<[u8; 32]>, o: &Outcome) -> Option<PyRe
     }
 }
 
+fn checked_key(k: &Bound<'_, PyAny>) -> PyResult<()> {
+    if k.is_instance_of::<PyString>() || k.is_instance_of::<PyBytes>() {
+        Ok(())
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "key_generator returned {}: expected str or bytes",
+            k.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )))
+    }
+}
+
 /// The Rust half of ``CachedAgent``: key digest, lookup and single-flight. Use
 /// ``agentperf.CachedAgent``.
 #[pyclass(frozen, subclass, module = "agentperf")]
 pub struct CachedAgentCore {
     shared: Arc<Shared>,
-    call: Py<PyAny>,
     key_gen: Option<Py<PyAny>>,
     reg: Mutex<Option<Registration>>,
 }
@@ -636,17 +649,8 @@ impl CachedAgentCore {
             return Ok(None);
         };
         let k = g.bind(input.py()).call1((input,))?;
-        if k.is_instance_of::<PyString>() || k.is_instance_of::<PyBytes>() {
-            Ok(Some(k))
-        } else {
-            Err(PyTypeError::new_err(format!(
-                "key_generator returned {}: expected str or bytes",
-                k.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            )))
-        }
+        checked_key(&k)?;
+        Ok(Some(k))
     }
 
     #[inline]
@@ -654,6 +658,23 @@ impl CachedAgentCore {
         match self.key_object(input)? {
             None => crate::keys::digest(input),
             Some(k) => crate::keys::digest(&k),
+        }
+    }
+
+    /// The digest of `key` (what `key_generator(input)` returned, computed by the Python
+    /// caller) if given, else of `input`.
+    #[inline]
+    fn digest_of(
+        &self,
+        input: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<[u8; 32]> {
+        match key {
+            Some(k) => {
+                checked_key(k)?;
+                crate::keys::digest(k)
+            }
+            None => self.digest(input),
         }
     }
 
@@ -680,9 +701,8 @@ impl CachedAgentCore {
 #[pymethods]
 impl CachedAgentCore {
     #[new]
-    #[pyo3(signature = (call, max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
+    #[pyo3(signature = (max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
     fn new(
-        call: Py<PyAny>,
         max_size: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
         cleanup_interval: &Bound<'_, PyAny>,
@@ -707,18 +727,26 @@ impl CachedAgentCore {
         let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
         Ok(CachedAgentCore {
             shared,
-            call,
             key_gen: key_generator,
             reg: Mutex::new(reg),
         })
     }
 
-    /// Run the agent on ``input``, or return the cached output for it. Concurrent misses for
-    /// one key run the agent once.
-    #[pyo3(signature = (input, /))]
-    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// Sync half of ``CachedAgent.execute``: the cached output (or the output or exception of
+    /// another caller's in-flight call, waited for here, detached), or a leader ``Flight``:
+    /// the caller runs the agent itself and reports with ``succeed``/``fail``/``abandon``.
+    /// The agent is never called from here: a daemon thread ended by the interpreter at exit
+    /// (``pthread_exit``) while inside the call must not unwind through a Rust frame. ``key``
+    /// is ``key_generator(input)`` computed by the caller (None: digest ``input``).
+    #[pyo3(signature = (input, key=None, /))]
+    fn _lookup(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open()?;
-        let key = self.digest(input)?;
+        let key = self.digest_of(input, key)?;
         if let Some(v) = self.lookup(py, &key) {
             return Ok(v);
         }
@@ -726,16 +754,15 @@ impl CachedAgentCore {
             match self.shared.join(py, &key, None, None)? {
                 Joined::Hit(v) => return Ok(v),
                 Joined::Lead(id) => {
-                    let r = self.call.bind(py).call1((input,));
-                    let outcome = match &r {
-                        Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
-                        Err(e) if e.is_instance_of::<PyException>(py) => {
-                            Outcome::Error(Arc::new(e.value(py).clone().into_any().unbind()))
-                        }
-                        Err(_) => Outcome::Retry,
+                    let flight = Flight {
+                        shared: self.shared.clone(),
+                        key,
+                        lead: Some(id),
+                        done: AtomicBool::new(false),
+                        ticket: None,
+                        future: None,
                     };
-                    self.shared.finish(py, &key, id, outcome);
-                    return r.map(Bound::unbind);
+                    return Ok(Py::new(py, flight)?.into_any());
                 }
                 Joined::Wait(ticket) => {
                     // Wake up now and then to let Ctrl-C through; the ticket is withdrawn
@@ -766,10 +793,15 @@ impl CachedAgentCore {
     }
 
     /// Async half of ``aexecute``: the cached output, or a ``Flight`` to lead or await.
-    #[pyo3(signature = (input, /))]
-    fn _alookup(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (input, key=None, /))]
+    fn _alookup(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open()?;
-        let key = self.digest(input)?;
+        let key = self.digest_of(input, key)?;
         if let Some(v) = self.lookup(py, &key) {
             return Ok(v);
         }
@@ -816,6 +848,18 @@ impl CachedAgentCore {
     #[pyo3(signature = (input, /))]
     fn invalidate(&self, input: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = self.digest(input)?;
+        Ok(self.shared.invalidate(&key))
+    }
+
+    /// ``invalidate`` with ``key_generator(input)`` computed by the caller (None: digest
+    /// ``input``).
+    #[pyo3(signature = (input, key=None, /))]
+    fn _invalidate(
+        &self,
+        input: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = self.digest_of(input, key)?;
         Ok(self.shared.invalidate(&key))
     }
 

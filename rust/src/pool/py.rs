@@ -341,15 +341,15 @@ impl PyPool {
         visit.call(&self.inner.destroy)
     }
 
-    /// Acquire an agent, call it on `input`, release it; the agent's exception (if any)
-    /// reaches the caller unchanged and the agent goes back to the pool.
-    #[pyo3(signature = (input, /))]
-    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// First half of `AgentPool.execute`: lease an agent (waiting up to `acquire_timeout`)
+    /// and return `(agent, call)`; give it back with `release(agent)`. The agent is called
+    /// by the Python caller, never from here: a daemon thread ended by the interpreter at
+    /// exit (`pthread_exit`) while inside the call must not unwind through a Rust frame.
+    fn _lend(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let e = self.acquire_entry(py, None)?;
-        self.core().acquired();
-        let out = e.item.call.bind(py).call1((input,)).map(Bound::unbind);
-        self.put_back(py, e, false);
-        out
+        let call = e.item.call.clone_ref(py);
+        let (_, obj, _) = self.lease(py, e);
+        Ok((obj, call))
     }
 
     /// Lease an agent, waiting up to `timeout` seconds (`None`: the pool's
