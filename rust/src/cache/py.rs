@@ -754,15 +754,7 @@ impl CachedAgentCore {
             match self.shared.join(py, &key, None, None)? {
                 Joined::Hit(v) => return Ok(v),
                 Joined::Lead(id) => {
-                    let flight = Flight {
-                        shared: self.shared.clone(),
-                        key,
-                        lead: Some(id),
-                        done: AtomicBool::new(false),
-                        ticket: None,
-                        future: None,
-                    };
-                    return Ok(Py::new(py, flight)?.into_any());
+                    return Ok(Py::new(py, Flight::for_leader(&self.shared, key, id))?.into_any());
                 }
                 Joined::Wait(ticket) => {
                     // Wake up now and then to let Ctrl-C through; the ticket is withdrawn
@@ -810,14 +802,7 @@ impl CachedAgentCore {
         let fut = waiter.future(py).unbind();
         let flight = match self.shared.join(py, &key, task.as_ref(), Some(waiter))? {
             Joined::Hit(v) => return Ok(v),
-            Joined::Lead(id) => Flight {
-                shared: self.shared.clone(),
-                key,
-                lead: Some(id),
-                done: AtomicBool::new(false),
-                ticket: None,
-                future: None,
-            },
+            Joined::Lead(id) => Flight::for_leader(&self.shared, key, id),
             Joined::Wait(t) => Flight {
                 shared: self.shared.clone(),
                 key,
@@ -919,6 +904,18 @@ pub struct Flight {
 }
 
 impl Flight {
+    /// The flight of the caller that runs the agent for `key`.
+    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], id: u64) -> Self {
+        Flight {
+            shared: shared.clone(),
+            key,
+            lead: Some(id),
+            done: AtomicBool::new(false),
+            ticket: None,
+            future: None,
+        }
+    }
+
     fn end(&self, py: Python<'_>, outcome: Outcome) {
         if let Some(id) = self.lead {
             if !self.done.swap(true, Ordering::AcqRel) {
