@@ -81,7 +81,12 @@ pub fn wait_limit(field: &'static str, secs: Option<f64>) -> Result<Option<Durat
 /// arithmetic of the cleanup thread, which panics.
 pub const MAX_CLEANUP_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// `interval`, capped at [`MAX_CLEANUP_INTERVAL`]: what is handed to `reaper::register`.
+/// The shortest interval between two cleanup rounds: a shorter one would keep the shared
+/// cleanup thread spinning on a core.
+pub const MIN_CLEANUP_INTERVAL: Duration = Duration::from_millis(1);
+
+/// `interval`, clamped to [`MIN_CLEANUP_INTERVAL`]..=[`MAX_CLEANUP_INTERVAL`]: what is handed
+/// to `reaper::register`.
 pub fn cleanup_interval(interval: Duration) -> Duration {
-    interval.min(MAX_CLEANUP_INTERVAL)
+    interval.clamp(MIN_CLEANUP_INTERVAL, MAX_CLEANUP_INTERVAL)
 }
