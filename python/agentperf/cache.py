@@ -33,6 +33,25 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 
+class _Leading:
+    """Reports a leader's failure to its flight: an ``Exception`` goes to every waiter (and is
+    not cached); any other ``BaseException`` (cancellation, exit) hands the call on."""
+
+    __slots__ = ("flight",)
+
+    def __init__(self, flight: Flight) -> None:
+        self.flight = flight
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception):
+            self.flight.fail(exc)
+        elif exc is not None:
+            self.flight.abandon()
+
+
 class CachedAgent(CachedAgentCore, Closeable):
     """An agent whose outputs are cached by input, with single-flight.
 
@@ -88,14 +107,8 @@ class CachedAgent(CachedAgentCore, Closeable):
         got = self._lookup(input) if keyfn is None else self._lookup(input, keyfn(input))
         if type(got) is not Flight:
             return got
-        try:
+        with _Leading(got):
             value = self._call(input)
-        except Exception as e:
-            got.fail(e)
-            raise
-        except BaseException:
-            got.abandon()
-            raise
         got.succeed(value)
         return value
 
@@ -110,14 +123,8 @@ class CachedAgent(CachedAgentCore, Closeable):
             if type(got) is not Flight:
                 return got
             if got.leader:
-                try:
+                with _Leading(got):
                     value = await self._acall(input)
-                except Exception as e:
-                    got.fail(e)
-                    raise
-                except BaseException:
-                    got.abandon()
-                    raise
                 got.succeed(value)
                 return value
             try:
