@@ -5,6 +5,7 @@
 //! done or cancelled (the waiter then withdraws its ticket and hands on whatever it got), and
 //! a closed loop is ignored, so a wake-up can never raise into the waker.
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -100,9 +101,11 @@ impl AsyncWaiter {
         let res = if same_thread {
             set_if_pending(fut, exc)
         } else {
+            // A socket write: may release the GIL, hence `ucall`.
             setter(py).and_then(|s| {
-                lp.call_method1("call_soon_threadsafe", (s, fut, exc))
-                    .map(|_| ())
+                let args = (s, fut, exc).into_pyobject(py)?;
+                let schedule = lp.getattr(intern!(py, "call_soon_threadsafe"))?;
+                crate::ucall::call(&schedule, &args).map(|_| ())
             })
         };
         // A closed loop or a finished future means nobody awaits any more; the waiter's own

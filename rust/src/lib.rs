@@ -15,6 +15,7 @@ pub mod pool;
 pub mod reaper;
 pub mod semaphore;
 pub mod sync;
+pub mod ucall;
 pub mod waitq;
 
 #[cfg(all(test, loom))]

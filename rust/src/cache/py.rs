@@ -648,7 +648,7 @@ impl CachedAgentCore {
         let Some(g) = &self.key_gen else {
             return Ok(None);
         };
-        let k = g.bind(input.py()).call1((input,))?;
+        let k = crate::ucall::call1(g.bind(input.py()), input)?;
         checked_key(&k)?;
         Ok(Some(k))
     }

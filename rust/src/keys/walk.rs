@@ -452,7 +452,7 @@ impl<'w, 'py> Walker<'w, 'py> {
                 self.enter(obj)?;
                 self.w.tag(tag::MODEL);
                 self.class_name(obj)?;
-                let dumped = dump.call0()?;
+                let dumped = crate::ucall::call0(&dump)?;
                 stack.push(Frame::One {
                     value: Some(dumped),
                     container: true,

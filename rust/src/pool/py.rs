@@ -10,6 +10,7 @@ use crate::blocking::{self, Waited};
 use crate::errors::Error;
 use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
+use crate::ucall;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
@@ -55,7 +56,7 @@ impl Inner {
             forget,
         } = fx;
         for a in destroy {
-            if let Err(e) = self.destroy.bind(py).call1((a.obj,)) {
+            if let Err(e) = ucall::call1(self.destroy.bind(py), a.obj.bind(py)) {
                 e.write_unraisable(py, None);
             }
         }
@@ -120,7 +121,7 @@ impl PyPool {
         let Some(check) = &self.check else {
             return Ok(e);
         };
-        let ok = match check.bind(py).call1((e.item.obj.clone_ref(py),)) {
+        let ok = match ucall::call1(check.bind(py), e.item.obj.bind(py)) {
             Ok(v) => v.is_truthy().unwrap_or(false),
             Err(_) => false,
         };
@@ -133,10 +134,7 @@ impl PyPool {
 
     /// Create an agent for a reserved slot, outside every lock.
     fn create(&self, py: Python<'_>) -> PyResult<Entry<Agent>> {
-        let made = self
-            .make
-            .bind(py)
-            .call0()
+        let made = ucall::call0(self.make.bind(py))
             .and_then(|t| t.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>());
         match made {
             Ok((obj, call, acall)) => self.adopt(py, Agent { obj, call, acall }),

@@ -1,0 +1,63 @@
+//! Calls from Rust into user code that survive interpreter exit.
+//!
+//! CPython <= 3.13 ends a daemon thread that takes the GIL back during finalization (after a
+//! `time.sleep`, a socket read, ...) with `pthread_exit`. Its forced unwind runs up through
+//! the interpreter's C frames and, where it meets a Rust frame that cannot unwind (every PyO3
+//! method's `extern "C"` trampoline), aborts the process. Calls made through here are declared
+//! `"C-unwind"` and hold a [`HangOnExit`] guard: the unwind stops in the guard's destructor,
+//! which parks the thread for good instead, as CPython 3.14 does and as PyO3 does when one of
+//! its own re-attaches meets finalization. The process then exits normally.
+//!
+//! The factory, `check`, an agent's `close()`, `key_generator`, `model_dump()` and
+//! `loop.call_soon_threadsafe` (which writes to a socket) are called through here.
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::ptr;
+
+mod raw {
+    use pyo3::ffi::PyObject;
+
+    // The same symbols pyo3-ffi binds, declared so that a foreign (forced) unwind may pass.
+    extern "C-unwind" {
+        pub fn PyObject_Call(
+            callable: *mut PyObject,
+            args: *mut PyObject,
+            kwargs: *mut PyObject,
+        ) -> *mut PyObject;
+    }
+}
+
+/// Parks the thread forever if dropped: only ever dropped by a forced unwind (the guard is
+/// forgotten when the call returns).
+struct HangOnExit;
+
+impl Drop for HangOnExit {
+    fn drop(&mut self) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// `f(*args)`.
+pub fn call<'py>(f: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    let py = f.py();
+    let guard = HangOnExit;
+    // SAFETY: attached (a `Bound` proves it); `f` and `args` are valid for the call, kwargs
+    // may be NULL; the result is a new reference or NULL with an exception set.
+    let out = unsafe { raw::PyObject_Call(f.as_ptr(), args.as_ptr(), ptr::null_mut()) };
+    std::mem::forget(guard);
+    // SAFETY: `out` is the owned result of the call above (NULL: the error is fetched).
+    unsafe { Bound::from_owned_ptr_or_err(py, out) }
+}
+
+/// `f()`.
+pub fn call0<'py>(f: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    call(f, &PyTuple::empty(f.py()))
+}
+
+/// `f(arg)`.
+pub fn call1<'py>(f: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    call(f, &PyTuple::new(f.py(), [arg])?)
+}
