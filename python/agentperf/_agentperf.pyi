@@ -78,8 +78,8 @@ class _Pool:
         acquire_timeout: float | None,
         cleanup_interval: float,
     ) -> Self: ...
-    def _lend(self) -> tuple[Any, Callable[[Any], Any]]:
-        """Lease an agent for ``execute``: ``(agent, call)``; give it back with ``release``."""
+    def execute(self, input: Any, /) -> Any:
+        """Acquire an agent, call it on ``input``, release it."""
     def acquire(self, timeout: float | None = None) -> Any:
         """Lease an agent, waiting up to ``timeout`` seconds."""
     def release(self, agent: Any, discard: bool = False) -> None:
@@ -178,6 +178,7 @@ class CachedAgentCore:
 
     def __new__(
         cls,
+        call: Callable[[Any], Any],
         max_size: int,
         ttl: _Seconds | None,
         cleanup_interval: _Seconds,
@@ -185,7 +186,8 @@ class CachedAgentCore:
         key_generator: Callable[[Any], str | bytes] | None,
         _manual_clock: bool = False,
     ) -> Any: ...
-    def _lookup(self, input: Any, key: str | bytes | None = None, /) -> Any: ...
+    def execute(self, input: Any, /) -> Any:
+        """Run the agent on ``input``, or return the cached output for it."""
     def _alookup(self, input: Any, key: str | bytes | None = None, /) -> Any: ...
     def cache_key(self, input: Any, /) -> str | bytes: ...
     def invalidate(self, input: Any, /) -> bool: ...

@@ -61,7 +61,8 @@ class CachedAgent(CachedAgentCore, Closeable):
     asyncio tasks, run the agent once; the others receive that output or that exception.
     Outputs are returned as stored (no copy); an agent that raises caches nothing.
 
-    ``execute`` does the digest and the lookup in one Rust call; only a miss runs Python.
+    ``execute`` is one Rust call: the digest, the lookup, single-flight and, on a miss, the
+    agent call.
     After :meth:`close`, ``execute`` and ``aexecute`` raise ``RuntimeError``.
     """
 
@@ -69,7 +70,6 @@ class CachedAgent(CachedAgentCore, Closeable):
     """The settings in force."""
     agent: Any
     """The wrapped agent, as given."""
-    _call: Callable[[Any], Any]
     _acall: Callable[[Any], Awaitable[Any]]
     _keyfn: Callable[[Any], str | bytes] | None
 
@@ -79,6 +79,7 @@ class CachedAgent(CachedAgentCore, Closeable):
         adapter = adapt(agent)
         self = super().__new__(
             cls,
+            adapter.call,
             cfg.max_size,
             cfg.ttl,
             cfg.cleanup_interval,
@@ -88,29 +89,12 @@ class CachedAgent(CachedAgentCore, Closeable):
         )
         self.config = cfg
         self.agent = agent
-        self._call = adapter.call
         self._acall = adapter.acall
         self._keyfn = cfg.key_generator
         return self
 
     def __init__(self, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> None:
         pass
-
-    def execute(self, input: Any, /) -> Any:
-        """Run the agent on ``input``, or return the cached output for it. Concurrent misses
-        for one key run the agent once; the others receive its output or its exception."""
-        # A hit is one Rust call. On a miss this caller leads and calls the agent here, in a
-        # Python frame, never from Rust: CPython <= 3.13 ends a daemon thread that wakes up
-        # during interpreter exit with pthread_exit, whose unwinding aborts the process if it
-        # meets a Rust frame. The same holds for the user's key_generator.
-        keyfn = self._keyfn
-        got = self._lookup(input) if keyfn is None else self._lookup(input, keyfn(input))
-        if type(got) is not Flight:
-            return got
-        with _Leading(got):
-            value = self._call(input)
-        got.succeed(value)
-        return value
 
     async def aexecute(self, input: Any, /) -> Any:
         """Run the agent on ``input`` without blocking the event loop, or return the cached

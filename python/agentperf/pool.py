@@ -247,18 +247,6 @@ class AgentPool(_Pool, Closeable):
         """
         return super().acquire(_wait("timeout", timeout))
 
-    def execute(self, input: Any, /) -> Any:
-        """Acquire an agent, call it on ``input``, release it; the agent's exception (if any)
-        reaches the caller unchanged and the agent goes back to the pool."""
-        # The agent is called here, in a Python frame, never from Rust: CPython <= 3.13 ends
-        # a daemon thread that wakes up during interpreter exit with pthread_exit, whose
-        # unwinding aborts the process if it meets a Rust frame.
-        agent, call = self._lend()
-        try:
-            return call(input)
-        finally:
-            self.release(agent)
-
     def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease:
         """A lease as a context manager, for ``with`` and ``async with``::
 

@@ -8,14 +8,17 @@
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
 use crate::aio::AsyncWaiter;
 use crate::args;
+use crate::blocking::{self, Waited};
 use crate::clock::{Clock, ManualClock, Nanos};
 use crate::errors::Error;
 use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
+use crate::ucall;
 use crate::waitq::{Ticket, WaitQueue};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
 use std::collections::HashMap;
@@ -23,7 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The clock of a Python-facing cache: the fast monotonic clock, or a manual one for tests.
 #[derive(Debug, Clone)]
@@ -639,6 +642,8 @@ fn checked_key(k: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pyclass(frozen, subclass, module = "agentperf")]
 pub struct CachedAgentCore {
     shared: Arc<Shared>,
+    /// The agent's sync call (`execute`); the async path calls the agent from Python.
+    call: Py<PyAny>,
     key_gen: Option<Py<PyAny>>,
     reg: Mutex<Option<Registration>>,
 }
@@ -701,8 +706,9 @@ impl CachedAgentCore {
 #[pymethods]
 impl CachedAgentCore {
     #[new]
-    #[pyo3(signature = (max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
+    #[pyo3(signature = (call, max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
     fn new(
+        call: Py<PyAny>,
         max_size: &Bound<'_, PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
         cleanup_interval: &Bound<'_, PyAny>,
@@ -727,26 +733,25 @@ impl CachedAgentCore {
         let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
         Ok(CachedAgentCore {
             shared,
+            call,
             key_gen: key_generator,
             reg: Mutex::new(reg),
         })
     }
 
-    /// Sync half of ``CachedAgent.execute``: the cached output (or the output or exception of
-    /// another caller's in-flight call, waited for here, detached), or a leader ``Flight``:
-    /// the caller runs the agent itself and reports with ``succeed``/``fail``/``abandon``.
-    /// The agent is never called from here: a daemon thread ended by the interpreter at exit
-    /// (``pthread_exit``) while inside the call must not unwind through a Rust frame. ``key``
-    /// is ``key_generator(input)`` computed by the caller (None: digest ``input``).
-    #[pyo3(signature = (input, key=None, /))]
-    fn _lookup(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        key: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // So an agent or key_generator that refers back to its cache is collectable.
+        visit.call(&self.call)?;
+        visit.call(&self.key_gen)
+    }
+
+    /// Run the agent on ``input``, or return the cached output for it. Concurrent misses
+    /// for one key run the agent once; the others wait (detached) and receive its output or
+    /// its exception.
+    #[pyo3(signature = (input, /))]
+    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
-        let key = self.digest_of(input, key)?;
+        let key = self.digest(input)?;
         if let Some(v) = self.lookup(py, &key) {
             return Ok(v);
         }
@@ -754,32 +759,33 @@ impl CachedAgentCore {
             match self.shared.join(py, &key, None, None)? {
                 Joined::Hit(v) => return Ok(v),
                 Joined::Lead(id) => {
-                    return Ok(Py::new(py, Flight::for_leader(&self.shared, key, id))?.into_any());
-                }
-                Joined::Wait(ticket) => {
-                    // Wake up now and then to let Ctrl-C through; the ticket is withdrawn
-                    // on timeout and the loop joins again.
-                    let got = py.detach(|| {
-                        ticket.wait_until(Some(Instant::now() + Duration::from_millis(100)))
-                    });
-                    match got {
-                        Some(o) => {
-                            if let Some(r) = served(py, &self.shared.store, &o) {
-                                return r;
-                            }
+                    let r = ucall::call1(self.call.bind(py), input);
+                    let outcome = match &r {
+                        Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
+                        Err(e) if e.is_instance_of::<PyException>(py) => {
+                            Outcome::Error(Arc::new(e.value(py).clone().into_any().unbind()))
                         }
-                        None => {
-                            if let Err(e) = py.check_signals() {
-                                // Interrupted before being served: a miss (counted once).
-                                self.shared.store.note_miss();
-                                return Err(e);
-                            }
-                        }
-                    }
-                    if let Some(v) = self.lookup(py, &key) {
-                        return Ok(v);
-                    }
+                        // Cancellation, exit: the next caller leads.
+                        Err(_) => Outcome::Retry,
+                    };
+                    self.shared.finish(py, &key, id, outcome);
+                    return r.map(Bound::unbind);
                 }
+                Joined::Wait(ticket) => match blocking::wait(py, &ticket, None) {
+                    Waited::Granted(o) => {
+                        if let Some(r) = served(py, &self.shared.store, &o) {
+                            return r;
+                        }
+                        // The leader gave up: join again (one of the waiters leads).
+                    }
+                    Waited::TimedOut => {}
+                    Waited::Interrupted(e) => {
+                        ticket.withdraw();
+                        // Interrupted before being served: a miss (counted once).
+                        self.shared.store.note_miss();
+                        return Err(e);
+                    }
+                },
             }
         }
     }

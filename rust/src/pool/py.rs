@@ -339,15 +339,16 @@ impl PyPool {
         visit.call(&self.inner.destroy)
     }
 
-    /// First half of `AgentPool.execute`: lease an agent (waiting up to `acquire_timeout`)
-    /// and return `(agent, call)`; give it back with `release(agent)`. The agent is called
-    /// by the Python caller, never from here: a daemon thread ended by the interpreter at
-    /// exit (`pthread_exit`) while inside the call must not unwind through a Rust frame.
-    fn _lend(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    /// Acquire an agent (waiting up to `acquire_timeout`), call it on `input`, release it.
+    /// The agent's exception (if any) reaches the caller unchanged and the agent goes back
+    /// to the pool.
+    #[pyo3(signature = (input, /))]
+    fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let e = self.acquire_entry(py, None)?;
-        let call = e.item.call.clone_ref(py);
-        let (_, obj, _) = self.lease(py, e);
-        Ok((obj, call))
+        self.core().acquired();
+        let out = ucall::call1(e.item.call.bind(py), input).map(Bound::unbind);
+        self.put_back(py, e, false);
+        out
     }
 
     /// Lease an agent, waiting up to `timeout` seconds (`None`: the pool's
