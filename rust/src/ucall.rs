@@ -11,21 +11,28 @@
 //! The factory, `check`, an agent's `close()`, `key_generator`, `model_dump()` and
 //! `loop.call_soon_threadsafe` (which writes to a socket) are called through here.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::ptr;
 
-mod raw {
-    use pyo3::ffi::PyObject;
+type CallFn = unsafe extern "C-unwind" fn(
+    *mut ffi::PyObject,
+    *mut ffi::PyObject,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
 
-    // The same symbols pyo3-ffi binds, declared so that a foreign (forced) unwind may pass.
-    extern "C-unwind" {
-        pub fn PyObject_Call(
-            callable: *mut PyObject,
-            args: *mut PyObject,
-            kwargs: *mut PyObject,
-        ) -> *mut PyObject;
-    }
+/// `PyObject_Call` as a function that may unwind. pyo3-ffi declares the symbol `extern "C"`
+/// (cannot unwind) and PyO3 calls it too; a second, `"C-unwind"` declaration of the same
+/// symbol is merged with that one, the call is taken to be unable to unwind and the guard's
+/// landing pad is optimized away (it was, in one build). Called through an opaque pointer,
+/// the callee is unknown to the optimizer and the landing pad stays.
+#[inline(always)]
+fn py_object_call() -> CallFn {
+    let f = std::hint::black_box(ffi::PyObject_Call as *const ());
+    // SAFETY: the same function; "C" and "C-unwind" share the calling convention and differ
+    // only in whether an unwind may leave the callee.
+    unsafe { std::mem::transmute::<*const (), CallFn>(f) }
 }
 
 /// Parks the thread forever if dropped: only ever dropped by a forced unwind (the guard is
@@ -46,7 +53,7 @@ pub fn call<'py>(f: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<
     let guard = HangOnExit;
     // SAFETY: attached (a `Bound` proves it); `f` and `args` are valid for the call, kwargs
     // may be NULL; the result is a new reference or NULL with an exception set.
-    let out = unsafe { raw::PyObject_Call(f.as_ptr(), args.as_ptr(), ptr::null_mut()) };
+    let out = unsafe { py_object_call()(f.as_ptr(), args.as_ptr(), ptr::null_mut()) };
     std::mem::forget(guard);
     // SAFETY: `out` is the owned result of the call above (NULL: the error is fetched).
     unsafe { Bound::from_owned_ptr_or_err(py, out) }
