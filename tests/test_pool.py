@@ -732,9 +732,40 @@ def test_cleanup_thread_recycles_idle_agents_above_initial_size() -> None:
 def test_cleanup_thread_retires_agents_past_max_lifetime() -> None:
     f = Factory()
     with ap.AgentPool(f, max_size=2, initial_size=2, max_lifetime=0.05, cleanup_interval=0.02) as p:
-        wait_for(lambda: p.stats().size == 0)
-        assert all(a.closed == 1 for a in f.made)
+        # The count drops when the round takes the agents out; close() follows outside the lock.
+        wait_for(lambda: p.stats().size == 0 and all(a.closed == 1 for a in f.made))
         assert p.stats().recycled == 2
+
+
+def test_close_waits_for_a_cleanup_round_that_took_idle_agents() -> None:
+    """close() returns only once every agent is closed, those that a cleanup round running
+    at that moment had already taken out of the idle set included."""
+    closing = threading.Event()
+    closers: set[int] = set()
+
+    class SlowClose(Agent):
+        def close(self) -> None:
+            closers.add(threading.get_ident())
+            closing.set()
+            time.sleep(0.01)  # releases the GIL mid-round
+            super().close()
+
+    made: list[Agent] = []
+
+    def factory() -> Agent:
+        made.append(SlowClose())
+        return made[-1]
+
+    p = ap.AgentPool(factory, max_size=8, initial_size=0, idle_timeout=0.05, cleanup_interval=0.01)
+    leased = [p.acquire() for _ in range(8)]
+    for a in leased:
+        p.release(a)
+    assert closing.wait(5), "the cleanup round never started"
+    p.close()
+    assert [a.closed for a in made] == [1] * 8
+    assert closers and threading.get_ident() not in closers, "closed by the cleanup thread"
+    s = invariants(p)
+    assert s.size == 0 and s.destroyed == 8
 
 
 def test_cleanup_thread_runs_aclose_on_the_pools_loop() -> None:

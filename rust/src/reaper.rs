@@ -84,6 +84,15 @@ pub fn register<T: Reap>(task: &Arc<T>, interval: Duration) -> Registration {
     Registration { id }
 }
 
+thread_local! {
+    static ON_CLEANUP_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller is the cleanup thread (inside a task's `reap`).
+pub fn on_cleanup_thread() -> bool {
+    ON_CLEANUP_THREAD.with(|c| c.get())
+}
+
 /// The number of registered tasks (for tests and leak checks).
 pub fn registered() -> usize {
     reaper().state.lock().entries.len()
@@ -106,6 +115,7 @@ fn ensure_thread(st: &mut MutexGuard<'_, State>) {
 }
 
 fn run() {
+    ON_CLEANUP_THREAD.with(|c| c.set(true));
     let r = reaper();
     let mut st = r.state.lock();
     loop {

@@ -12,7 +12,7 @@ use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
 use hashbrown::HashMap;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
@@ -45,6 +45,10 @@ struct Inner {
     core: Core,
     /// `destroy(agent)`: calls the agent's close()/aclose(); never raises.
     destroy: Py<PyAny>,
+    /// Cleanup rounds running now: agents they took out of the idle set may not be closed
+    /// yet, and `close()` waits for them.
+    rounds: Mutex<usize>,
+    rounds_done: Condvar,
 }
 
 impl Inner {
@@ -76,12 +80,37 @@ impl Inner {
 
 impl Reap for Inner {
     fn reap(&self) {
+        // Counted before agents leave the idle set, so a `close()` that finds the set empty
+        // also finds this round.
+        *self.rounds.lock() += 1;
         let mut fx = Fx::new();
         self.core.reap(&mut fx);
         if !fx.is_empty() {
             // At interpreter exit nothing can be closed any more; the objects are dropped.
             let _ = Python::try_attach(|py| self.run(py, fx));
         }
+        let mut n = self.rounds.lock();
+        *n -= 1;
+        if *n == 0 {
+            self.rounds_done.notify_all();
+        }
+    }
+}
+
+impl Inner {
+    /// Wait (detached) until no cleanup round of this pool runs, so every agent one took out
+    /// of the idle set has been destroyed. Not on the cleanup thread: an agent's `close()`
+    /// that closes its own pool would wait for itself.
+    fn wait_for_rounds(&self, py: Python<'_>) {
+        if *self.rounds.lock() == 0 || reaper::on_cleanup_thread() {
+            return;
+        }
+        py.detach(|| {
+            let mut n = self.rounds.lock();
+            while *n > 0 {
+                self.rounds_done.wait(&mut n);
+            }
+        });
     }
 }
 
@@ -315,6 +344,8 @@ impl PyPool {
         let inner = Arc::new(Inner {
             core: PoolCore::new(limits, FastClock::init()),
             destroy,
+            rounds: Mutex::new(0),
+            rounds_done: Condvar::new(),
         });
         let registration = match interval {
             Some(i) if limits.idle_timeout.is_some() || limits.max_lifetime.is_some() => {
@@ -397,8 +428,9 @@ impl PyPool {
         }
     }
 
-    /// Close the pool: waiters get `PoolClosedError`, idle agents are destroyed, agents
-    /// released later are destroyed. Closing twice is harmless.
+    /// Close the pool: waiters get `PoolClosedError`, idle agents are destroyed (by the
+    /// time this returns, those a running cleanup round took too), agents released later are
+    /// destroyed. Closing twice is harmless.
     fn close(&self, py: Python<'_>) {
         let mut fx = Fx::new();
         if self.core().close(&mut fx) {
@@ -406,6 +438,7 @@ impl PyPool {
             drop(reg);
         }
         self.inner.settle(py, fx);
+        self.inner.wait_for_rounds(py);
     }
 
     /// Whether `close()` ran.
