@@ -274,10 +274,18 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         }
     }
 
+    /// Give a slot back. Saturating: a creation in flight on the forking thread's event loop
+    /// during a fork reports after the child has recounted `size` without its slot.
+    fn free_slot(&self) {
+        let _ = self
+            .size
+            .fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)));
+    }
+
     fn drain_idle(&self, fx: &mut Effects<T, N>) {
         while let Ok(e) = self.idle_rx.try_recv() {
             self.destroyed.fetch_add(1, Relaxed);
-            self.size.fetch_sub(1, SeqCst);
+            self.free_slot();
             fx.destroy.push(e.item);
         }
     }
@@ -293,7 +301,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
             }
             Err(Handoff::Agent(e)) => self.stash(e, fx),
             Err(Handoff::Create) => {
-                self.size.fetch_sub(1, SeqCst);
+                self.free_slot();
             }
             Err(Handoff::Closed | Handoff::Retry) => {}
         }
@@ -315,7 +323,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         if recycled {
             self.recycled.fetch_add(1, Relaxed);
         }
-        self.size.fetch_sub(1, SeqCst);
+        self.free_slot();
         fx.destroy.push(e.item);
         self.refill(fx);
     }
@@ -406,7 +414,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
             Some(Handoff::Agent(e)) => self.offer(e, false, fx),
             Some(Handoff::Create) => {
                 if self.is_closed() {
-                    self.size.fetch_sub(1, SeqCst);
+                    self.free_slot();
                 } else {
                     self.dispatch(Handoff::Create, fx);
                 }
@@ -471,7 +479,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         self.created.fetch_add(1, Relaxed);
         if self.is_closed() {
             self.destroyed.fetch_add(1, Relaxed);
-            self.size.fetch_sub(1, SeqCst);
+            self.free_slot();
             return Err(item);
         }
         let now = self.clock.now();
@@ -485,7 +493,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Report a failed creation: the slot is freed and, if someone waits, handed on.
     pub fn create_failed(&self, fx: &mut Effects<T, N>) {
-        self.size.fetch_sub(1, SeqCst);
+        self.free_slot();
         self.refill(fx);
     }
 
@@ -653,6 +661,25 @@ mod tests {
             let e = c.created(*next).unwrap();
             c.add_idle(e, &mut fx);
         }
+    }
+
+    #[test]
+    fn a_creation_in_flight_across_a_fork_frees_no_slot_twice() {
+        let (c, _) = pool(0, 2, None, None);
+        let mut fx = Fx::new();
+        for _ in 0..2 {
+            assert!(matches!(c.try_acquire(&mut fx).unwrap(), Acquire::Create));
+        }
+        c.after_fork_child(|_| true, &mut fx);
+        // The child recounted both reserved slots as free; one creation then fails in it.
+        c.create_failed(&mut fx);
+        for _ in 0..2 {
+            assert!(
+                matches!(c.try_acquire(&mut fx).unwrap(), Acquire::Create),
+                "the slot count wrapped below zero: the pool looks full"
+            );
+        }
+        assert!(matches!(c.try_acquire(&mut fx).unwrap(), Acquire::Full));
     }
 
     #[test]
