@@ -535,3 +535,50 @@ def test_pool_shorter_lived_than_its_factory_still_constructs(lifetime: float) -
             assert await p.aexecute(2) == 4
 
     asyncio.run(main())
+
+
+class BadRepr:
+    """A value whose repr raises: the error must still be the clear one."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr failed")
+
+
+class HugeRepr:
+    def __repr__(self) -> str:
+        return "H" * 1_000_000
+
+
+BAD_VALUE_CALLS: list[tuple[str, Any]] = [
+    ("max_size", lambda v: ap.CacheConfig(max_size=v)),
+    ("ttl", lambda v: ap.CacheConfig(ttl=v)),
+    ("max_size", lambda v: ap.Cache(max_size=v)),
+    ("ttl", lambda v: ap.Cache(ttl=v)),
+    ("max_size", lambda v: ap.CachedAgent(str, max_size=v)),
+    ("key", lambda v: ap.cached(key=v)),
+    ("max_size", lambda v: ap.PoolConfig(max_size=v)),
+    ("idle_timeout", lambda v: ap.PoolConfig(idle_timeout=v)),
+    ("factory", lambda v: ap.AgentPool(v)),
+    ("max_concurrency", lambda v: ap.BatchConfig(max_concurrency=v)),
+    ("error_policy", lambda v: ap.BatchConfig(error_policy=v)),
+    ("semaphore", lambda v: ap.BatchExecutor(str, semaphore=v)),
+    ("progress", lambda v: ap.BatchExecutor(str, progress=v)),
+    ("permits", lambda v: ap.Semaphore(v)),
+    ("timeout", lambda v: ap.Semaphore(1).acquire(v)),  # a free permit: still refused
+    ("timeout", lambda v: asyncio.run(ap.Semaphore(1).aacquire(v))),
+    ("config", lambda v: ap.CachedAgent(str, v)),
+]
+
+
+@pytest.mark.parametrize(("field", "call"), BAD_VALUE_CALLS)
+@pytest.mark.parametrize("value", [BadRepr(), HugeRepr()], ids=["repr-raises", "repr-huge"])
+def test_error_for_a_value_with_a_bad_repr(field: str, call: Any, value: Any) -> None:
+    _, err = outcome(call, value)
+    assert err is not None, f"{field}={type(value).__name__}() was accepted"
+    assert_names_a_field(err, {field: value})
+    msg = str(err)
+    assert len(msg) < 500, f"a {len(msg)}-character message"
+    if isinstance(value, BadRepr):
+        assert "BadRepr object (repr failed)" in msg, msg
+    else:
+        assert "HHH..." in msg, msg

@@ -7,16 +7,25 @@ import math
 from typing import Any
 
 
+def show(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message: shortened, and never raising itself."""
+    try:
+        r = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object (repr failed)>"
+    return r if len(r) <= limit else f"{r[: limit - 5]}...{r[-2:]}"
+
+
 def _number(field: str, value: Any, expected: str) -> float:
     """Seconds as a float from an int, a float or a ``timedelta`` (a ``bool`` is refused)."""
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{field}={value!r}: expected {expected}, got {type(value).__name__}")
+        raise TypeError(f"{field}={show(value)}: expected {expected}, got {type(value).__name__}")
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(f"{field}={value!r}: is too large") from None
+        raise ValueError(f"{field}={show(value)}: is too large") from None
 
 
 def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
@@ -31,7 +40,7 @@ def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
         raise TypeError(f"{field}=None: expected a positive number of seconds")
     v = _number(field, value, "a number of seconds or a timedelta")
     if math.isnan(v) or v <= 0:
-        raise ValueError(f"{field}={value!r}: must be a positive number of seconds")
+        raise ValueError(f"{field}={show(value)}: must be a positive number of seconds")
     return v
 
 
@@ -41,28 +50,28 @@ def wait(field: str, value: Any) -> float | None:
         return None
     v = _number(field, value, "a number of seconds, a timedelta or None")
     if math.isnan(v) or v < 0:
-        raise ValueError(f"{field}={value!r}: must be a non-negative number of seconds or None")
+        raise ValueError(f"{field}={show(value)}: must be a non-negative number of seconds or None")
     return v
 
 
 def integer(field: str, value: Any, *, minimum: int) -> int:
     """An ``int`` (not a ``bool``) no smaller than ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field}={value!r}: expected an int, got {type(value).__name__}")
+        raise TypeError(f"{field}={show(value)}: expected an int, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{field}={value!r}: must be >= {minimum}")
+        raise ValueError(f"{field}={show(value)}: must be >= {minimum}")
     return int(value)
 
 
 def boolean(field: str, value: Any) -> bool:
     """A real ``bool``."""
     if not isinstance(value, bool):
-        raise TypeError(f"{field}={value!r}: expected a bool, got {type(value).__name__}")
+        raise TypeError(f"{field}={show(value)}: expected a bool, got {type(value).__name__}")
     return value
 
 
 def optional_callable(field: str, value: Any) -> Any:
     """``None`` or a callable."""
     if value is not None and not callable(value):
-        raise TypeError(f"{field}={value!r}: expected a callable or None")
+        raise TypeError(f"{field}={show(value)}: expected a callable or None")
     return value

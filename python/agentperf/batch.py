@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from ._closeable import Closeable
+from ._config import boolean, optional_callable, show
 from .agent import adapt
 from .config import BatchConfig, ErrorPolicy, build
 from .errors import BatchTimeoutError
@@ -664,7 +665,7 @@ class BatchExecutor(Closeable):
         self.agent = agent
         self._adapter = adapt(agent)
         if semaphore is not None and not isinstance(semaphore, Semaphore):
-            raise TypeError(f"semaphore={semaphore!r}: expected an agentperf.Semaphore or None")
+            raise TypeError(f"semaphore={show(semaphore)}: expected an agentperf.Semaphore or None")
         self.semaphore = semaphore
         self.progress = _check_progress(progress, on_progress)
         self.on_progress = on_progress
@@ -840,18 +841,16 @@ class BatchExecutor(Closeable):
 
 
 def _check_progress(progress: Any, on_progress: Any) -> bool:
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress={progress!r}: expected a bool, got {type(progress).__name__}")
-    if on_progress is not None and not callable(on_progress):
-        raise TypeError(f"on_progress={on_progress!r}: expected a callable or None")
-    if progress:
+    show_bar = boolean("progress", progress)
+    optional_callable("on_progress", on_progress)
+    if show_bar:
         try:
             importlib.import_module("tqdm")
         except ImportError:
             raise ImportError(
                 "progress=True needs tqdm: install the extra with pip install 'agentperf[progress]'"
             ) from None
-    return progress
+    return show_bar
 
 
 def _refuse_in_loop(name: str, async_name: str) -> None:

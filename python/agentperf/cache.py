@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
 from ._closeable import Closeable
+from ._config import optional_callable
 from .agent import adapt
 from .config import CacheConfig, build
 
@@ -195,8 +196,7 @@ def cached(
     (9, 9, 1)
     """
     cfg = CacheConfig(max_size=max_size, ttl=ttl, cleanup_interval=cleanup_interval)
-    if key is not None and not callable(key):
-        raise TypeError(f"key={key!r}: expected a callable or None")
+    optional_callable("key", key)
 
     def decorate(f: Callable[..., Any]) -> Any:
         if not callable(f):

@@ -84,7 +84,9 @@ class PoolConfig:
         else:
             initial = v.integer("initial_size", self.initial_size, minimum=0)
             if initial > max_size:
-                raise ValueError(f"initial_size={initial!r}: must be <= max_size ({max_size})")
+                raise ValueError(
+                    f"initial_size={v.show(initial)}: must be <= max_size ({max_size})"
+                )
             set_(self, "initial_size", initial)
         for name in ("idle_timeout", "max_lifetime", "acquire_timeout"):
             s = v.seconds(name, getattr(self, name))
@@ -133,12 +135,12 @@ class BatchConfig:
                 policy = ErrorPolicy(policy.lower())
             except ValueError:
                 raise ValueError(
-                    f"error_policy={self.error_policy!r}: expected one of "
+                    f"error_policy={v.show(self.error_policy)}: expected one of "
                     f"{[p.value for p in ErrorPolicy]}"
                 ) from None
         if not isinstance(policy, ErrorPolicy):
             raise TypeError(
-                f"error_policy={self.error_policy!r}: expected an ErrorPolicy, "
+                f"error_policy={v.show(self.error_policy)}: expected an ErrorPolicy, "
                 f"got {type(self.error_policy).__name__}"
             )
         set_(self, "error_policy", policy)
@@ -148,7 +150,7 @@ class BatchConfig:
 def build(cls: type[Any], config: Any, overrides: dict[str, Any]) -> Any:
     """``config`` (or the defaults) with keyword overrides: the wrappers' constructor rule."""
     if config is not None and not isinstance(config, cls):
-        raise TypeError(f"config={config!r}: expected a {cls.__name__} or None")
+        raise TypeError(f"config={v.show(config)}: expected a {cls.__name__} or None")
     if config is None:
         return cls(**overrides)
     if overrides:

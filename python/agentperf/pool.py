@@ -39,6 +39,7 @@ from typing import Any
 
 from ._agentperf import PoolTimeoutError, _Pool, _PoolWaiter
 from ._closeable import Closeable
+from ._config import show
 from ._config import wait as _wait
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
@@ -190,10 +191,10 @@ class AgentPool(_Pool, Closeable):
         cls, factory: Callable[[], Any], config: PoolConfig | None = None, /, **overrides: Any
     ) -> AgentPool:
         if not callable(factory):
-            raise TypeError(f"factory={factory!r}: expected a callable returning an agent")
+            raise TypeError(f"factory={show(factory)}: expected a callable returning an agent")
         cfg: PoolConfig = build(PoolConfig, config, overrides)
         if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
-            raise ValueError(f"max_size={cfg.max_size!r}: is too large")
+            raise ValueError(f"max_size={show(cfg.max_size)}: is too large")
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
         self = super().__new__(

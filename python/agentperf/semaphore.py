@@ -24,6 +24,7 @@ import math
 from types import TracebackType
 
 from ._agentperf import Semaphore as _RustSemaphore
+from ._config import wait as _wait
 
 __all__ = ["Semaphore"]
 
@@ -46,23 +47,9 @@ class Semaphore(_RustSemaphore):
 
         Returns whether a permit was taken. Cancelling the awaiting task leaks nothing.
         """
-        if timeout is not None:
-            if isinstance(timeout, datetime.timedelta):
-                timeout = timeout.total_seconds()
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(
-                    f"timeout={timeout!r}: expected a number of seconds or a timedelta, "
-                    f"got {type(timeout).__name__}"
-                )
-            try:
-                t = float(timeout)
-            except OverflowError:
-                raise ValueError(f"timeout={timeout!r}: is too large") from None
-            if math.isnan(t) or t < 0:
-                raise ValueError(f"timeout={timeout!r}: must be >= 0 seconds (or None)")
-            timeout = t
-            if timeout == 0:
-                return self.try_acquire()
+        timeout = _wait("timeout", timeout)
+        if timeout == 0:
+            return self.try_acquire()
         parked = self._wait_async()
         if parked is None:
             return True

@@ -8,15 +8,37 @@ use std::time::Duration;
 
 static TIMEDELTA: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// `repr(v)` for an error message: shortened, and never failing itself (as the Python
+/// package's `_config.show`).
+pub fn shown(v: &Bound<'_, PyAny>) -> String {
+    const LIMIT: usize = 200;
+    match v.repr() {
+        Ok(r) => {
+            let r = r.to_string();
+            if r.chars().count() <= LIMIT {
+                return r;
+            }
+            let head: String = r.chars().take(LIMIT - 5).collect();
+            let tail: String = r.chars().skip(r.chars().count() - 2).collect();
+            format!("{head}...{tail}")
+        }
+        Err(_) => format!("<{} object (repr failed)>", type_name(v)),
+    }
+}
+
+/// The name of `v`'s type (empty if even that fails).
+pub fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 /// A `TypeError` naming the field and the value's repr.
 pub fn type_error(field: &'static str, v: &Bound<'_, PyAny>, expected: &'static str) -> PyErr {
-    let value = v
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "?".into());
     Error::ConfigType {
         field,
-        value,
+        value: shown(v),
         expected,
     }
     .into()
@@ -34,13 +56,9 @@ pub fn seconds_of(field: &'static str, v: &Bound<'_, PyAny>) -> PyResult<f64> {
     if v.is_instance_of::<PyInt>() {
         // An int past the float range is a bad value, not an `OverflowError`.
         return v.extract().map_err(|_| {
-            let value = v
-                .repr()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|_| "?".into());
             Error::Config {
                 field,
-                value,
+                value: shown(v),
                 why: "is too large",
             }
             .into()

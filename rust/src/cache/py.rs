@@ -75,11 +75,7 @@ fn max_size_arg(v: &Bound<'_, PyAny>) -> PyResult<usize> {
         return Err(args::type_error("max_size", v, "an int"));
     }
     let n: i128 = v.extract().unwrap_or(i128::MAX);
-    let value = || {
-        v.repr()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|_| n.to_string())
-    };
+    let value = || args::shown(v);
     if n < 1 {
         return Err(Error::Config {
             field: "max_size",
@@ -235,10 +231,7 @@ fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(ByteKeyRef<'_>) -> R) -> P
     } else {
         Err(PyTypeError::new_err(format!(
             "Cache keys are str or bytes, not {}",
-            key.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            crate::args::type_name(key)
         )))
     }
 }
@@ -629,10 +622,7 @@ fn checked_key(k: &Bound<'_, PyAny>) -> PyResult<()> {
     } else {
         Err(PyTypeError::new_err(format!(
             "key_generator returned {}: expected str or bytes",
-            k.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            crate::args::type_name(k)
         )))
     }
 }

@@ -419,11 +419,7 @@ impl PyPool {
             None => Err(PyValueError::new_err(format!(
                 "release(agent=<{} object at {key:#x}>): not an agent leased from this pool, \
                  or released already",
-                agent
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
+                crate::args::type_name(agent)
             ))),
         }
     }

@@ -12,7 +12,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where an asyncio waiter's future lives while it is queued. Emptied by whoever wakes it or by
 /// the waiter when it gives up, always outside the core lock, so the queue itself only ever
@@ -42,12 +42,13 @@ pub struct Semaphore {
     core: Arc<Core<Notify>>,
 }
 
-fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+/// The `timeout` argument as a wait limit (`None`: forever), validated.
+fn timeout_limit(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
     let secs = match timeout.filter(|t| !t.is_none()) {
         None => return Ok(None),
         Some(t) => crate::args::seconds_of("timeout", t)?,
     };
-    Ok(crate::args::wait_limit("timeout", Some(secs))?.and_then(|d| Instant::now().checked_add(d)))
+    Ok(crate::args::wait_limit("timeout", Some(secs))?)
 }
 
 #[pymethods]
@@ -55,16 +56,12 @@ impl Semaphore {
     /// `Semaphore(permits)`: `permits` is an int >= 1.
     #[new]
     fn new(permits: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let repr = || permits.repr().map(|r| r.to_string()).unwrap_or_default();
+        let repr = || crate::args::shown(permits);
         if permits.is_instance_of::<PyBool>() || !permits.is_instance_of::<PyInt>() {
-            let tname = permits
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
             return Err(PyTypeError::new_err(format!(
-                "permits={}: expected an int, got {tname}",
-                repr()
+                "permits={}: expected an int, got {}",
+                repr(),
+                crate::args::type_name(permits)
             )));
         }
         let n: i128 = permits.extract().unwrap_or(i128::MAX);
@@ -100,10 +97,12 @@ impl Semaphore {
     /// (`None`: forever; `0`: do not wait). Returns whether a permit was taken.
     #[pyo3(signature = (timeout=None))]
     fn acquire(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        // A bad timeout is an error even when a permit is free.
+        let limit = timeout_limit(timeout)?;
         if self.core.try_acquire() {
             return Ok(true);
         }
-        let deadline = timeout_deadline(timeout)?;
+        let deadline = limit.and_then(|d| Instant::now().checked_add(d));
         let ticket = match self.core.acquire_or_enqueue(|| None) {
             Acquire::Acquired => return Ok(true),
             Acquire::Queued(t) => t,
