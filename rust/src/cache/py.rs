@@ -768,7 +768,8 @@ impl CachedAgentCore {
                         }
                         // The leader gave up: join again (one of the waiters leads).
                     }
-                    Waited::TimedOut => {}
+                    // No deadline: cannot happen; were it to, the ticket goes and we rejoin.
+                    Waited::TimedOut => drop(ticket.withdraw()),
                     Waited::Interrupted(e) => {
                         ticket.withdraw();
                         // Interrupted before being served: a miss (counted once).
