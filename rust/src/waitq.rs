@@ -60,25 +60,7 @@ impl<T> Ticket<T> {
     /// Block until granted or until `deadline`; on timeout the ticket is withdrawn. A value
     /// granted in the same instant as the timeout is returned, never lost.
     pub fn wait_until(&self, deadline: Option<Instant>) -> Option<T> {
-        let mut s = self.slot.lock();
-        loop {
-            match std::mem::replace(&mut *s, Slot::Done) {
-                Slot::Granted(v) => return Some(v),
-                Slot::Done => return None,
-                Slot::Waiting => *s = Slot::Waiting,
-            }
-            match deadline {
-                None => self.cv.wait(&mut s),
-                Some(d) => {
-                    if self.cv.wait_until(&mut s, d).timed_out() {
-                        return match std::mem::replace(&mut *s, Slot::Done) {
-                            Slot::Granted(v) => Some(v),
-                            _ => None,
-                        };
-                    }
-                }
-            }
-        }
+        self.wait(deadline, true)
     }
 
     /// Take the granted value, if any, without waiting (after an async wake-up).
@@ -108,6 +90,10 @@ impl<T> Ticket<T> {
     /// still waiting (wait again, or [`Self::withdraw`]). Lets a blocked thread wake now and
     /// then, e.g. to run Python's signal handlers, without losing its place in the queue.
     pub fn wait_slice(&self, until: Instant) -> Option<T> {
+        self.wait(Some(until), false)
+    }
+
+    fn wait(&self, deadline: Option<Instant>, withdraw_on_timeout: bool) -> Option<T> {
         let mut s = self.slot.lock();
         loop {
             match std::mem::replace(&mut *s, Slot::Done) {
@@ -115,14 +101,22 @@ impl<T> Ticket<T> {
                 Slot::Done => return None,
                 Slot::Waiting => *s = Slot::Waiting,
             }
-            if self.cv.wait_until(&mut s, until).timed_out() {
-                return match std::mem::replace(&mut *s, Slot::Done) {
-                    Slot::Granted(v) => Some(v),
-                    other => {
-                        *s = other;
-                        None
+            match deadline {
+                None => self.cv.wait(&mut s),
+                Some(d) => {
+                    if self.cv.wait_until(&mut s, d).timed_out() {
+                        // Leaves `Done` (withdrawn) unless the caller keeps its place.
+                        return match std::mem::replace(&mut *s, Slot::Done) {
+                            Slot::Granted(v) => Some(v),
+                            other => {
+                                if !withdraw_on_timeout {
+                                    *s = other;
+                                }
+                                None
+                            }
+                        };
                     }
-                };
+                }
             }
         }
     }
