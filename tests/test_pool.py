@@ -768,6 +768,46 @@ def test_close_waits_for_a_cleanup_round_that_took_idle_agents() -> None:
     assert s.size == 0 and s.destroyed == 8
 
 
+async def test_async_with_exit_waits_for_a_cleanup_round_without_blocking_the_loop() -> None:
+    closing = threading.Event()
+
+    class SlowClose(Agent):
+        def close(self) -> None:
+            closing.set()
+            time.sleep(0.01)
+            super().close()
+
+    made: list[Agent] = []
+
+    def factory() -> Agent:
+        made.append(SlowClose())
+        return made[-1]
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    pool = ap.AgentPool(
+        factory, max_size=8, initial_size=0, idle_timeout=0.05, cleanup_interval=0.01
+    )
+    async with pool:
+        leased = [await pool.aacquire() for _ in range(8)]
+        for a in leased:
+            pool.release(a)
+        assert await asyncio.to_thread(closing.wait, 5), "the cleanup round never started"
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+    during = ticks - before
+    t.cancel()
+    assert [a.closed for a in made] == [1] * 8
+    assert during > 0, "the event loop was blocked while the cleanup round finished"
+
+
 def test_cleanup_thread_runs_aclose_on_the_pools_loop() -> None:
     where: list[int] = []
 

@@ -86,6 +86,9 @@ class _Pool:
         """Give back a leased agent; ``discard=True`` destroys it."""
     def close(self) -> None:
         """Close the pool; closing twice is harmless."""
+    def _close_nowait(self) -> None: ...
+    def _cleaning(self) -> bool: ...
+    def _wait_cleaning(self) -> None: ...
     @property
     def closed(self) -> bool:
         """Whether ``close()`` ran."""

@@ -289,7 +289,11 @@ class AgentPool(_Pool, Closeable):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self._close_nowait()
+        if self._cleaning():
+            # As close(), but a cleanup round still closing agents it took from the idle set
+            # (rare, short) is waited for off the loop.
+            await asyncio.to_thread(self._wait_cleaning)
         await self._destroyer.drain()
 
     async def _afill(self) -> None:

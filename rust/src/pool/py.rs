@@ -428,12 +428,28 @@ impl PyPool {
     /// time this returns, those a running cleanup round took too), agents released later are
     /// destroyed. Closing twice is harmless.
     fn close(&self, py: Python<'_>) {
+        self._close_nowait(py);
+        self.inner.wait_for_rounds(py);
+    }
+
+    /// `close()` without waiting for a running cleanup round (`async with` awaits
+    /// `_cleaning()` instead of blocking the event loop).
+    fn _close_nowait(&self, py: Python<'_>) {
         let mut fx = Fx::new();
         if self.core().close(&mut fx) {
             let reg = self.registration.lock().take();
             drop(reg);
         }
         self.inner.settle(py, fx);
+    }
+
+    /// Whether a cleanup round of this pool is running (closing agents it took).
+    fn _cleaning(&self) -> bool {
+        *self.inner.rounds.lock() > 0
+    }
+
+    /// Wait (detached) until no cleanup round of this pool runs.
+    fn _wait_cleaning(&self, py: Python<'_>) {
         self.inner.wait_for_rounds(py);
     }
 
