@@ -328,12 +328,20 @@ DAEMON_SCRIPT = textwrap.dedent(
         def close(self):
             slow()
 
+    class Del:
+        def __call__(self, x):
+            return x
+        def __del__(self):
+            slow()
+
     via = sys.argv[1]
     if via == "pool":  # inside the agent call
         pool = ap.AgentPool(lambda: slow, max_size=4)
         op = pool.execute
     elif via == "cached":
         op = ap.CachedAgent(slow, ttl=None).execute
+    elif via == "del":  # inside __del__: every release retires the agent (max_lifetime)
+        op = ap.AgentPool(Del, max_size=4, initial_size=0, max_lifetime=0.0005).execute
     elif via == "keygen":  # inside key_generator, on hits
         cached = ap.CachedAgent(A(), ttl=None, key_generator=lambda x: slow(str(x % 10)))
         op = cached.execute
@@ -365,7 +373,7 @@ DAEMON_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("via", ["pool", "cached", "keygen", "factory", "check", "close"])
+@pytest.mark.parametrize("via", ["pool", "cached", "keygen", "factory", "check", "close", "del"])
 def test_exit_with_daemon_threads_inside_user_code(via: str) -> None:
     """CPython <= 3.13 ends such threads with pthread_exit at exit; the process must still
     exit 0 (it aborted with SIGABRT whenever user code called from Rust was on the stack)."""

@@ -9,7 +9,8 @@
 //! its own re-attaches meets finalization. The process then exits normally.
 //!
 //! The factory, `check`, an agent's `close()`, `key_generator`, `model_dump()` and
-//! `loop.call_soon_threadsafe` (which writes to a socket) are called through here.
+//! `loop.call_soon_threadsafe` (which writes to a socket) are called through here, and a
+//! destroyed agent's last reference is dropped through here (its `__del__`).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -35,6 +36,16 @@ fn py_object_call() -> CallFn {
     unsafe { std::mem::transmute::<*const (), CallFn>(f) }
 }
 
+type DecRefFn = unsafe extern "C-unwind" fn(*mut ffi::PyObject);
+
+/// `Py_DecRef`, which may run a `__del__`, as a function that may unwind (see above).
+#[inline(always)]
+fn py_decref() -> DecRefFn {
+    let f = std::hint::black_box(ffi::Py_DecRef as *const ());
+    // SAFETY: as in `py_object_call`.
+    unsafe { std::mem::transmute::<*const (), DecRefFn>(f) }
+}
+
 /// Parks the thread forever if dropped: only ever dropped by a forced unwind (the guard is
 /// forgotten when the call returns).
 struct HangOnExit;
@@ -57,6 +68,16 @@ pub fn call<'py>(f: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<
     std::mem::forget(guard);
     // SAFETY: `out` is the owned result of the call above (NULL: the error is fetched).
     unsafe { Bound::from_owned_ptr_or_err(py, out) }
+}
+
+/// Drop a reference under the guard: where it is an agent's last one, its `__del__` (user
+/// code, which may sleep or do I/O) runs as safely as a call.
+pub fn drop_ref(_attached: Python<'_>, obj: Py<PyAny>) {
+    let p = obj.into_ptr();
+    let guard = HangOnExit;
+    // SAFETY: attached; `p` is the owned reference `obj` gave up.
+    unsafe { py_decref()(p) };
+    std::mem::forget(guard);
 }
 
 /// `f()`.

@@ -60,9 +60,14 @@ impl Inner {
             forget,
         } = fx;
         for a in destroy {
-            if let Err(e) = ucall::call1(self.destroy.bind(py), a.obj.bind(py)) {
+            let Agent { obj, call, acall } = a;
+            // `obj` outlives these (they may refer to it): its last reference, and so its
+            // `__del__`, goes in `drop_ref`, behind the exit guard.
+            drop((call, acall));
+            if let Err(e) = ucall::call1(self.destroy.bind(py), obj.bind(py)) {
                 e.write_unraisable(py, None);
             }
+            ucall::drop_ref(py, obj);
         }
         for n in wake.into_iter().flatten() {
             n.waiter.wake(py);
