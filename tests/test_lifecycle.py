@@ -224,6 +224,56 @@ def test_fork_while_threads_use_the_pool() -> None:
     assert len(closed) == s.created
 
 
+FORK_FROM_CLOSE_SCRIPT = textwrap.dedent(
+    """
+    import os, threading, time
+    import agentperf as ap
+
+    statuses, closers = [], set()
+
+    class ForkingClose:
+        def __call__(self, x):
+            return x
+
+        def close(self):
+            closers.add(threading.get_ident())
+            pid = os.fork()
+            if pid == 0:
+                os._exit(7)
+            statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+    pool = ap.AgentPool(
+        ForkingClose, max_size=2, initial_size=0, idle_timeout=0.02, cleanup_interval=0.01
+    )
+    with pool:
+        pool.execute(1)
+        end = time.monotonic() + 10
+        while not statuses and time.monotonic() < end:
+            time.sleep(0.005)
+    assert statuses == [7], statuses
+    assert threading.get_ident() not in closers, "not closed by the cleanup thread"
+    # The cleanup thread still serves other caches and pools afterwards.
+    c = ap.Cache(max_size=10, ttl=0.01, cleanup_interval=0.01)
+    c.set("k", 1)
+    end = time.monotonic() + 10
+    while len(c) and time.monotonic() < end:
+        time.sleep(0.005)
+    assert len(c) == 0
+    print("ok", flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_fork_from_an_agents_close_on_the_cleanup_thread() -> None:
+    """User code run by the cleanup thread (an agent's close()) may fork: the fork hooks must
+    not wait for the round that thread itself is running."""
+    p = subprocess.run(
+        [sys.executable, "-c", FORK_FROM_CLOSE_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stderr[-2000:])
+
+
 # --- interpreter exit ---------------------------------------------------------------------
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -7,6 +7,7 @@
 
 use parking_lot::lock_api::GuardNoSend;
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -165,35 +166,53 @@ pub fn shutdown(wait: Duration) {
     }
 }
 
+/// Set by [`before_fork`] when user code run by a task forks (an agent's `close()` calling
+/// `os.fork()` on the cleanup thread): that thread holds `reaping` already.
+static FORK_FROM_TASK: AtomicBool = AtomicBool::new(false);
+
 /// Before `fork()`: wait for a running task to finish and hold the locks, so the child never
-/// inherits them locked. Call without holding the GIL (a task may need it).
+/// inherits them locked. Call without holding the GIL (a task may need it). On the cleanup
+/// thread itself (a task's user code forks) there is no task to wait for but the caller's.
 pub fn before_fork() {
     let r = reaper();
-    std::mem::forget(r.reaping.lock());
+    if on_cleanup_thread() {
+        FORK_FROM_TASK.store(true, Ordering::Relaxed);
+    } else {
+        std::mem::forget(r.reaping.lock());
+    }
     std::mem::forget(r.state.lock());
 }
 
 /// After `fork()`, in the parent: release what [`before_fork`] took.
 pub fn after_fork_parent() {
     let r = reaper();
-    // SAFETY: `before_fork` took both locks on this thread and forgot the guards.
+    let from_task = FORK_FROM_TASK.swap(false, Ordering::Relaxed);
+    // SAFETY: `before_fork` took these locks on this thread and forgot the guards.
     unsafe {
         r.state.force_unlock(GuardNoSend::new());
-        r.reaping.force_unlock(GuardNoSend::new());
+        if !from_task {
+            r.reaping.force_unlock(GuardNoSend::new());
+        }
     }
 }
 
-/// After `fork()`, in the child: the thread did not survive the fork; start a new one.
+/// After `fork()`, in the child: the thread did not survive the fork; start a new one. Forked
+/// from a task, this thread is the cleanup thread: it finishes the round and goes on serving.
 pub fn after_fork_child() {
     let r = reaper();
+    let from_task = FORK_FROM_TASK.swap(false, Ordering::Relaxed);
     // SAFETY: as in `after_fork_parent`; the child has only this thread.
     unsafe {
         r.state.force_unlock(GuardNoSend::new());
-        r.reaping.force_unlock(GuardNoSend::new());
+        if !from_task {
+            r.reaping.force_unlock(GuardNoSend::new());
+        }
     }
-    let mut st = r.state.lock();
-    st.running = false;
-    ensure_thread(&mut st);
+    if !from_task {
+        let mut st = r.state.lock();
+        st.running = false;
+        ensure_thread(&mut st);
+    }
 }
 
 #[cfg(test)]
