@@ -15,11 +15,12 @@ pub fn shown(v: &Bound<'_, PyAny>) -> String {
     match v.repr() {
         Ok(r) => {
             let r = r.to_string();
-            if r.chars().count() <= LIMIT {
+            let n = r.chars().count();
+            if n <= LIMIT {
                 return r;
             }
             let head: String = r.chars().take(LIMIT - 5).collect();
-            let tail: String = r.chars().skip(r.chars().count() - 2).collect();
+            let tail: String = r.chars().skip(n - 2).collect();
             format!("{head}...{tail}")
         }
         Err(_) => format!("<{} object (repr failed)>", type_name(v)),

@@ -643,7 +643,7 @@ impl CachedAgentCore {
         let Some(g) = &self.key_gen else {
             return Ok(None);
         };
-        let k = crate::ucall::call1(g.bind(input.py()), input)?;
+        let k = ucall::call1(g.bind(input.py()), input)?;
         checked_key(&k)?;
         Ok(Some(k))
     }

@@ -437,8 +437,8 @@ impl PyPool {
         self.inner.wait_for_rounds(py);
     }
 
-    /// `close()` without waiting for a running cleanup round (`async with` awaits
-    /// `_cleaning()` instead of blocking the event loop).
+    /// `close()` without waiting for a running cleanup round (`async with` runs
+    /// `_wait_cleaning()` in a worker thread instead of blocking the event loop).
     fn _close_nowait(&self, py: Python<'_>) {
         let mut fx = Fx::new();
         if self.core().close(&mut fx) {
