@@ -737,52 +737,54 @@ def test_cleanup_thread_retires_agents_past_max_lifetime() -> None:
         assert p.stats().recycled == 2
 
 
+class SlowCloseFactory(Factory):
+    """Agents whose close() sleeps 10 ms (releasing the GIL in the middle of a cleanup round);
+    records which threads closed them and when the first close began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = threading.Event()
+        self.closers: set[int] = set()
+
+    def __call__(self) -> Agent:
+        factory = self
+
+        class SlowClose(Agent):
+            def close(self) -> None:
+                factory.closers.add(threading.get_ident())
+                factory.closing.set()
+                time.sleep(0.01)
+                super().close()
+
+        a = SlowClose()
+        self.made.append(a)
+        return a
+
+    def pool(self) -> ap.AgentPool:
+        """8 agents that the cleanup thread retires for idleness 50 ms after their release."""
+        return ap.AgentPool(
+            self, max_size=8, initial_size=0, idle_timeout=0.05, cleanup_interval=0.01
+        )
+
+
 def test_close_waits_for_a_cleanup_round_that_took_idle_agents() -> None:
     """close() returns only once every agent is closed, those that a cleanup round running
     at that moment had already taken out of the idle set included."""
-    closing = threading.Event()
-    closers: set[int] = set()
-
-    class SlowClose(Agent):
-        def close(self) -> None:
-            closers.add(threading.get_ident())
-            closing.set()
-            time.sleep(0.01)  # releases the GIL mid-round
-            super().close()
-
-    made: list[Agent] = []
-
-    def factory() -> Agent:
-        made.append(SlowClose())
-        return made[-1]
-
-    p = ap.AgentPool(factory, max_size=8, initial_size=0, idle_timeout=0.05, cleanup_interval=0.01)
+    f = SlowCloseFactory()
+    p = f.pool()
     leased = [p.acquire() for _ in range(8)]
     for a in leased:
         p.release(a)
-    assert closing.wait(5), "the cleanup round never started"
+    assert f.closing.wait(5), "the cleanup round never started"
     p.close()
-    assert [a.closed for a in made] == [1] * 8
-    assert closers and threading.get_ident() not in closers, "closed by the cleanup thread"
+    assert [a.closed for a in f.made] == [1] * 8
+    assert f.closers and threading.get_ident() not in f.closers, "closed by the cleanup thread"
     s = invariants(p)
     assert s.size == 0 and s.destroyed == 8
 
 
 async def test_async_with_exit_waits_for_a_cleanup_round_without_blocking_the_loop() -> None:
-    closing = threading.Event()
-
-    class SlowClose(Agent):
-        def close(self) -> None:
-            closing.set()
-            time.sleep(0.01)
-            super().close()
-
-    made: list[Agent] = []
-
-    def factory() -> Agent:
-        made.append(SlowClose())
-        return made[-1]
-
+    f = SlowCloseFactory()
     ticks = 0
 
     async def ticker() -> None:
@@ -791,20 +793,18 @@ async def test_async_with_exit_waits_for_a_cleanup_round_without_blocking_the_lo
             await asyncio.sleep(0)
             ticks += 1
 
-    pool = ap.AgentPool(
-        factory, max_size=8, initial_size=0, idle_timeout=0.05, cleanup_interval=0.01
-    )
+    pool = f.pool()
     async with pool:
         leased = [await pool.aacquire() for _ in range(8)]
         for a in leased:
             pool.release(a)
-        assert await asyncio.to_thread(closing.wait, 5), "the cleanup round never started"
+        assert await asyncio.to_thread(f.closing.wait, 5), "the cleanup round never started"
         t = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         before = ticks
     during = ticks - before
     t.cancel()
-    assert [a.closed for a in made] == [1] * 8
+    assert [a.closed for a in f.made] == [1] * 8
     assert during > 0, "the event loop was blocked while the cleanup round finished"
 
 
