@@ -18,8 +18,19 @@ loop that was waiting starts its acquire over.
 Closing agents: destroying an agent calls its ``close()``, else its ``aclose()``. An awaitable
 result runs as a task when destroyed from a running loop (``async with pool`` waits for those
 tasks); from another thread (the cleanup thread included) it is scheduled on the loop the
-pool was first used with if that loop still runs, else run to completion with
-``asyncio.run``. Errors while closing are logged (logger ``agentperf``), never raised.
+pool was first used with if that loop still runs, else run to completion on agentperf's
+shared event loop, the one that runs an async factory and async agents for the blocking
+methods (so a loop-bound agent is made, used and closed on one loop). Errors while closing
+are logged (logger ``agentperf``), never raised.
+
+Any object: the factory may return anything. ``acquire``, ``aacquire`` and ``agent()`` lease it
+as it is (a pool of raw clients or connections); ``execute``/``aexecute`` need an agent shape
+(see :mod:`agentperf.agent`) and raise ``TypeError`` naming the type otherwise.
+
+Blocking agents from async code (``aexecute``) run in the pool's own threads, up to
+``max_size`` at once, never in the loop's default executor. A caller cancelled during such a
+call gets its cancellation at once; the agent stays leased until its thread finishes the call,
+then goes back to the pool.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from ._agentperf import PoolTimeoutError, _Pool, _PoolWaiter
 from ._closeable import Closeable
 from ._config import show
 from ._config import wait as _wait
+from ._runner import InThread, Runner, run
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
 
@@ -126,7 +138,7 @@ class _Destroyer:
             fut = asyncio.run_coroutine_threadsafe(_await(aw), loop)
             fut.add_done_callback(_log_failure)  # type: ignore[arg-type]
             return
-        asyncio.run(_await(aw))
+        run(_await(aw))
 
     async def drain(self) -> None:
         here = asyncio.get_running_loop()
@@ -135,7 +147,39 @@ class _Destroyer:
             await asyncio.gather(*mine, return_exceptions=True)
 
 
-def _make_sync(factory: Callable[[], Any]) -> tuple[Any, Any, Any]:
+class _NotAnAgent:
+    """The calls of a pooled object that is not an agent: they raise ``TypeError``."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, obj: Any) -> None:
+        self.kind = type(obj).__qualname__
+
+    def _error(self, name: str) -> TypeError:
+        return TypeError(
+            f"pool.{name}(): the pool's factory made a {self.kind} object, which is not an "
+            "agent (no __call__, execute/aexecute or invoke/ainvoke); lease it with "
+            "pool.acquire(), pool.aacquire() or pool.agent() and use it directly"
+        )
+
+    def call(self, _input: Any) -> Any:
+        raise self._error("execute")
+
+    async def acall(self, _input: Any) -> Any:
+        raise self._error("aexecute")
+
+
+def _calls(agent: Any, runner: Runner) -> tuple[Any, Any]:
+    """``(call, acall)`` of a pooled object; for a non-agent, ones that raise ``TypeError``."""
+    try:
+        ad = adapt(agent, runner)
+    except TypeError:
+        na = _NotAnAgent(agent)
+        return na.call, na.acall
+    return ad.call, ad.acall
+
+
+def _make_sync(factory: Callable[[], Any], runner: Runner) -> tuple[Any, Any, Any]:
     agent = factory()
     if inspect.isawaitable(agent):
         if asyncio._get_running_loop() is not None:
@@ -145,9 +189,9 @@ def _make_sync(factory: Callable[[], Any]) -> tuple[Any, Any, Any]:
                 "the pool's factory is async: from a running event loop use aacquire/aexecute "
                 "(or `async with pool`) instead of the blocking methods"
             )
-        agent = asyncio.run(_await(agent))
-    ad = adapt(agent)
-    return agent, ad.call, ad.acall
+        agent = run(_await(agent))
+    call, acall = _calls(agent, runner)
+    return agent, call, acall
 
 
 class _Expired(Exception):
@@ -186,6 +230,7 @@ class AgentPool(_Pool, Closeable):
     _destroyer: _Destroyer
     _async_factory: bool
     _filled: bool
+    _runner: Runner
 
     def __new__(
         cls, factory: Callable[[], Any], config: PoolConfig | None = None, /, **overrides: Any
@@ -197,9 +242,10 @@ class AgentPool(_Pool, Closeable):
             raise ValueError(f"max_size={show(cfg.max_size)}: is too large")
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
+        runner = Runner(cfg.max_size, "agentperf-pool")
         self = super().__new__(
             cls,
-            functools.partial(_make_sync, factory),
+            functools.partial(_make_sync, factory, runner),
             cfg.check,
             destroyer,
             cfg.initial_size,
@@ -212,6 +258,7 @@ class AgentPool(_Pool, Closeable):
         self._factory = factory
         self._config = cfg
         self._destroyer = destroyer
+        self._runner = runner
         self._async_factory = _is_async_callable(factory)
         self._filled = self._async_factory is False
         return self
@@ -247,6 +294,13 @@ class AgentPool(_Pool, Closeable):
         loop (use :meth:`aacquire` there). Give it back with :meth:`release`.
         """
         return super().acquire(_wait("timeout", timeout))
+
+    def close(self) -> None:
+        """Close the pool: waiters get ``PoolClosedError``, idle agents are destroyed (by the
+        time this returns, those a running cleanup round took too), agents released later are
+        destroyed, the pool's threads exit once idle. Closing twice is harmless."""
+        super().close()
+        self._runner.close()
 
     def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease:
         """A lease as a context manager, for ``with`` and ``async with``::
@@ -290,6 +344,7 @@ class AgentPool(_Pool, Closeable):
         tb: TracebackType | None,
     ) -> None:
         self._close_nowait()
+        self._runner.close()
         if self._cleaning():
             # As close(), but a cleanup round still closing agents it took from the idle set
             # (rare, short) is waited for off the loop.
@@ -308,11 +363,11 @@ class AgentPool(_Pool, Closeable):
                 break
             try:
                 agent = await self._factory()
-                ad = adapt(agent)
+                call, acall = _calls(agent, self._runner)
             except BaseException:
                 self._create_failed()
                 raise
-            self._add_idle(agent, ad.call, ad.acall)
+            self._add_idle(agent, call, acall)
 
     async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
         """Lease an agent without blocking the event loop; see :meth:`acquire`."""
@@ -324,21 +379,37 @@ class AgentPool(_Pool, Closeable):
         kind, agent, acall = self._atry()
         if kind != 0:
             agent, acall = await self._aacquire(None, kind, agent, acall)
+        if type(acall) is not InThread:
+            try:
+                return await acall(input)
+            finally:
+                self.release(agent)
         try:
-            return await acall(input)
-        finally:
+            job = acall.submit(input)
+        except BaseException:
             self.release(agent)
+            raise
+        try:
+            out = await job
+        except BaseException:
+            # Cancelled while a thread runs the blocking agent: that thread releases it when
+            # the call is over, so the agent is never handed out while still in use.
+            if not job.abandon(functools.partial(self.release, agent)):
+                self.release(agent)
+            raise
+        self.release(agent)
+        return out
 
     async def _acreate(self) -> tuple[Any, Any]:
         try:
             agent = self._factory()
             if inspect.isawaitable(agent):
                 agent = await agent
-            ad = adapt(agent)
+            call, acall = _calls(agent, self._runner)
         except BaseException:
             self._create_failed()
             raise
-        return agent, self._adopt(agent, ad.call, ad.acall)
+        return agent, self._adopt(agent, call, acall)
 
     async def _aacquire(
         self, timeout: float | None, kind: int, value: Any, acall: Any
