@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._agentperf import PoolTimeoutError, _Pool, _PoolWaiter
+from ._agentperf import PoolTimeoutError, _CreateSlot, _Leased, _Pool, _PoolWaiter
 from ._closeable import Closeable
 from ._config import show
 from ._config import wait as _wait
@@ -371,14 +371,16 @@ class AgentPool(_Pool, Closeable):
 
     async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
         """Lease an agent without blocking the event loop; see :meth:`acquire`."""
-        agent, _ = await self._aacquire(_wait("timeout", timeout), 9, None, None)
+        agent, _ = await self._aacquire(_wait("timeout", timeout), None)
         return agent
 
     async def aexecute(self, input: Any, /) -> Any:
         """Acquire, ``await`` the agent on ``input``, release: :meth:`execute` for asyncio."""
-        kind, agent, acall = self._atry()
-        if kind != 0:
-            agent, acall = await self._aacquire(None, kind, agent, acall)
+        step = self._atry()
+        if type(step) is _Leased:
+            agent, acall = step.agent, step.acall
+        else:
+            agent, acall = await self._aacquire(None, step)
         if type(acall) is not InThread:
             try:
                 return await acall(input)
@@ -411,31 +413,31 @@ class AgentPool(_Pool, Closeable):
             raise
         return agent, self._adopt(agent, call, acall)
 
-    async def _aacquire(
-        self, timeout: float | None, kind: int, value: Any, acall: Any
-    ) -> tuple[Any, Any]:
-        if kind == 9:
-            kind, value, acall = self._atry()
+    async def _aacquire(self, timeout: float | None, step: Any) -> tuple[Any, Any]:
+        """The rest of an async acquire after its first step (``None``: not taken yet)."""
+        if step is None:
+            step = self._atry()
         if not self._filled:
             # Undo the first step: the initial agents come first (an async factory).
-            if kind == 0:
-                self.release(value)
-            elif kind == 1:
+            if type(step) is _Leased:
+                self.release(step.agent)
+            elif type(step) is _CreateSlot:
                 self._create_failed()
-            elif kind == 2:
-                value.withdraw()
+            elif type(step) is _PoolWaiter:
+                step.withdraw()
             await self._afill()
-            kind, value, acall = self._atry()
+            step = self._atry()
         wait = self._config.acquire_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         while True:
-            if kind == 0:
-                return value, acall
-            if kind == 1:
+            kind = type(step)
+            if kind is _Leased:
+                return step.agent, step.acall
+            if kind is _CreateSlot:
                 return await self._acreate()
-            if kind == 2:
-                waiter: _PoolWaiter = value
+            if kind is _PoolWaiter:
+                waiter: _PoolWaiter = step
                 fut = waiter.future
                 timer = None
                 if deadline is not None:
@@ -451,9 +453,9 @@ class AgentPool(_Pool, Closeable):
                 finally:
                     if timer is not None:
                         timer.cancel()
-                kind, value, acall = waiter.take()
+                step = waiter.take()
                 continue
-            kind, value, acall = self._atry()
+            step = self._atry()  # _StartOver
 
 
 class _Lease:
