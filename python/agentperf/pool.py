@@ -50,7 +50,7 @@ from typing import Any
 
 from ._agentperf import PoolTimeoutError, _CreateSlot, _Leased, _Pool, _PoolWaiter
 from ._closeable import Closeable
-from ._config import show
+from ._config import fits, show
 from ._config import wait as _wait
 from ._runner import InThread, Runner, run
 from .agent import _is_async_callable, adapt
@@ -238,8 +238,11 @@ class AgentPool(_Pool, Closeable):
         if not callable(factory):
             raise TypeError(f"factory={show(factory)}: expected a callable returning an agent")
         cfg: PoolConfig = build(PoolConfig, config, overrides)
+        # What the core can hold; the binding checks nothing again.
         if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
             raise ValueError(f"max_size={show(cfg.max_size)}: is too large")
+        for name in ("idle_timeout", "max_lifetime", "acquire_timeout", "cleanup_interval"):
+            fits(name, getattr(cfg, name))
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
         runner = Runner(cfg.max_size, "agentperf-pool")

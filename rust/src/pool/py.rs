@@ -120,11 +120,10 @@ impl Inner {
     }
 }
 
-fn limit(field: &'static str, v: Option<f64>) -> Result<Option<Duration>, Error> {
-    match v {
-        None => Ok(None),
-        Some(s) => crate::clock::seconds(field, s),
-    }
+/// A duration from `agentperf.AgentPool`, which validated it (`python/agentperf/_config.py`):
+/// converted, not checked again. `None` or `inf` is no limit; nothing here fails or panics.
+fn limit(v: Option<f64>) -> Option<Duration> {
+    v.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
 }
 
 /// The lease records of one object (a factory may return the same object more than once).
@@ -198,7 +197,7 @@ impl PyPool {
     fn acquire_entry(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Entry<Agent>> {
         let wait = match timeout {
             None => self.acquire_timeout,
-            t => crate::args::wait_limit("timeout", t)?,
+            t => limit(t),
         };
         let core = self.core();
         loop {
@@ -322,31 +321,18 @@ impl PyPool {
         max_lifetime: Option<f64>,
         acquire_timeout: Option<f64>,
         cleanup_interval: f64,
-    ) -> PyResult<Self> {
-        if max_size < 1 {
-            return Err(Error::Config {
-                field: "max_size",
-                value: max_size.to_string(),
-                why: "must be >= 1",
-            }
-            .into());
-        }
-        if initial_size > max_size {
-            return Err(Error::Config {
-                field: "initial_size",
-                value: initial_size.to_string(),
-                why: "must be <= max_size",
-            }
-            .into());
-        }
+    ) -> Self {
+        // `AgentPool` validated every value (PoolConfig, _config.py): none is checked again.
+        // Out-of-range ones from a direct call are made sane, never an error or a panic.
+        let max_size = max_size.max(1);
         let limits = Limits {
-            initial_size,
+            initial_size: initial_size.min(max_size),
             max_size,
-            idle_timeout: limit("idle_timeout", idle_timeout)?,
-            max_lifetime: limit("max_lifetime", max_lifetime)?,
+            idle_timeout: limit(idle_timeout),
+            max_lifetime: limit(max_lifetime),
         };
-        let acquire_timeout = limit("acquire_timeout", acquire_timeout)?;
-        let interval = crate::clock::seconds("cleanup_interval", cleanup_interval)?;
+        let acquire_timeout = limit(acquire_timeout);
+        let interval = limit(Some(cleanup_interval));
         let inner = Arc::new(Inner {
             core: PoolCore::new(limits, FastClock::init()),
             destroy,
@@ -359,14 +345,14 @@ impl PyPool {
             }
             _ => None,
         };
-        Ok(Self {
+        Self {
             inner,
             make,
             check,
             leases: Mutex::new(HashMap::new()),
             acquire_timeout,
             registration: Mutex::new(registration),
-        })
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
