@@ -19,9 +19,12 @@ __all__ = [
     "PoolClosedError",
     "PoolTimeoutError",
     "Semaphore",
+    "_CreateSlot",
+    "_Leased",
     "_Pool",
     "_PoolWaiter",
     "_SemaphoreWait",
+    "_StartOver",
     "__version__",
     "_after_fork_child",
     "_after_fork_parent",
@@ -95,7 +98,7 @@ class _Pool:
     def _fill(self) -> None: ...
     def _reserve_initial(self) -> bool: ...
     def _add_idle(self, obj: Any, call: Any, acall: Any) -> None: ...
-    def _atry(self) -> tuple[int, Any, Any]: ...
+    def _atry(self) -> _Leased | _CreateSlot | _PoolWaiter: ...
     def _adopt(self, obj: Any, call: Any, acall: Any) -> Any: ...
     def _create_failed(self) -> None: ...
     def _stats(
@@ -112,7 +115,26 @@ class _PoolWaiter:
     @property
     def future(self) -> asyncio.Future[bool]: ...
     def withdraw(self, timed_out: bool = False) -> None: ...
-    def take(self) -> tuple[int, Any, Any]: ...
+    def take(self) -> _Leased | _CreateSlot | _StartOver: ...
+
+@final
+class _Leased:
+    """A step of an async acquire: the agent is leased to the caller."""
+
+    @property
+    def agent(self) -> Any:
+        """The leased object, as the factory made it."""
+    @property
+    def acall(self) -> Any:
+        """Its async call."""
+
+@final
+class _CreateSlot:
+    """A step of an async acquire: a slot reserved for the caller to create into."""
+
+@final
+class _StartOver:
+    """A step of an async acquire: nothing was handed over; try again."""
 
 def _before_fork() -> None: ...
 def _after_fork_parent() -> None: ...

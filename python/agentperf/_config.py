@@ -1,4 +1,10 @@
-"""Validation helpers shared by the configuration classes: every error names field and value."""
+"""Validation helpers shared by the configuration classes: every error names field and value.
+
+The one place values are checked: the Rust bindings of the pool receive what these helpers
+returned and check nothing again (they only convert). The semaphore's sync ``acquire`` is
+all Rust and applies the same rules there (``rust/src/args.rs``); ``tests/test_config_fuzz.py``
+holds both to them.
+"""
 
 from __future__ import annotations
 
@@ -44,14 +50,27 @@ def seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
     return v
 
 
+MAX_SECONDS = 2.0**64
+"""Durations from here up (``math.inf`` aside) do not fit the Rust cores' ``Duration``."""
+
+
+def fits(field: str, value: float | None) -> float | None:
+    """A validated duration that the Rust cores can hold: ``None``, ``math.inf`` (no limit) or
+    below :data:`MAX_SECONDS`; else ``ValueError``."""
+    if value is not None and value >= MAX_SECONDS and not math.isinf(value):
+        raise ValueError(f"{field}={show(value)}: is too large")
+    return value
+
+
 def wait(field: str, value: Any) -> float | None:
-    """A wait limit in seconds: ``None`` waits forever, ``0`` does not wait; ``timedelta`` ok."""
+    """A wait limit in seconds: ``None`` (or ``math.inf``) waits forever, ``0`` does not wait;
+    ``timedelta`` ok."""
     if value is None:
         return None
     v = _number(field, value, "a number of seconds, a timedelta or None")
     if math.isnan(v) or v < 0:
         raise ValueError(f"{field}={show(value)}: must be a non-negative number of seconds or None")
-    return v
+    return fits(field, v)
 
 
 def integer(field: str, value: Any, *, minimum: int) -> int:

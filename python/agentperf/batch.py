@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 from ._closeable import Closeable
 from ._config import boolean, optional_callable, show
+from ._runner import widen
 from .agent import adapt
 from .config import BatchConfig, ErrorPolicy, build
 from .errors import BatchTimeoutError
@@ -664,6 +665,7 @@ class BatchExecutor(Closeable):
         self.config: BatchConfig = build(BatchConfig, config, overrides)
         self.agent = agent
         self._adapter = adapt(agent)
+        widen(agent, self.config.max_concurrency)  # a pool's/cached agent's blocking calls
         if semaphore is not None and not isinstance(semaphore, Semaphore):
             raise TypeError(f"semaphore={show(semaphore)}: expected an agentperf.Semaphore or None")
         self.semaphore = semaphore

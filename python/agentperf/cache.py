@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
 from ._closeable import Closeable
 from ._config import optional_callable
+from ._runner import UNBOUNDED_MIN, Runner, widen
 from .agent import adapt
 from .config import CacheConfig, build
 
@@ -73,11 +74,13 @@ class CachedAgent(CachedAgentCore, Closeable):
     """The wrapped agent, as given."""
     _acall: Callable[[Any], Awaitable[Any]]
     _keyfn: Callable[[Any], str | bytes] | None
+    _runner: Runner
 
     def __new__(cls, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> Any:
         manual = bool(overrides.pop("_manual_clock", False))
         cfg = build(CacheConfig, config, overrides)
-        adapter = adapt(agent)
+        runner = Runner(UNBOUNDED_MIN, "agentperf-cache")  # a blocking agent's misses, async
+        adapter = adapt(agent, runner)
         self = super().__new__(
             cls,
             adapter.call,
@@ -92,7 +95,17 @@ class CachedAgent(CachedAgentCore, Closeable):
         self.agent = agent
         self._acall = adapter.acall
         self._keyfn = cfg.key_generator
+        self._runner = runner
         return self
+
+    def _widen_runner(self, limit: int) -> None:  # a BatchExecutor of that max_concurrency
+        self._runner.widen(limit)
+        widen(self.agent, limit)
+
+    def close(self) -> None:
+        """Drop every entry and stop the cleanup thread and the blocking-call threads."""
+        super().close()
+        self._runner.close()
 
     def __init__(self, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> None:
         pass

@@ -18,8 +18,19 @@ loop that was waiting starts its acquire over.
 Closing agents: destroying an agent calls its ``close()``, else its ``aclose()``. An awaitable
 result runs as a task when destroyed from a running loop (``async with pool`` waits for those
 tasks); from another thread (the cleanup thread included) it is scheduled on the loop the
-pool was first used with if that loop still runs, else run to completion with
-``asyncio.run``. Errors while closing are logged (logger ``agentperf``), never raised.
+pool was first used with if that loop still runs, else run to completion on agentperf's
+shared event loop, the one that runs an async factory and async agents for the blocking
+methods (so a loop-bound agent is made, used and closed on one loop). Errors while closing
+are logged (logger ``agentperf``), never raised.
+
+Any object: the factory may return anything. ``acquire``, ``aacquire`` and ``agent()`` lease it
+as it is (a pool of raw clients or connections); ``execute``/``aexecute`` need an agent shape
+(see :mod:`agentperf.agent`) and raise ``TypeError`` naming the type otherwise.
+
+Blocking agents from async code (``aexecute``) run in the pool's own threads, up to
+``max_size`` at once, never in the loop's default executor. A caller cancelled during such a
+call gets its cancellation at once; the agent stays leased until its thread finishes the call,
+then goes back to the pool.
 """
 
 from __future__ import annotations
@@ -37,10 +48,11 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._agentperf import PoolTimeoutError, _Pool, _PoolWaiter
+from ._agentperf import PoolTimeoutError, _CreateSlot, _Leased, _Pool, _PoolWaiter
 from ._closeable import Closeable
-from ._config import show
+from ._config import fits, show
 from ._config import wait as _wait
+from ._runner import InThread, Runner, run
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
 
@@ -126,7 +138,7 @@ class _Destroyer:
             fut = asyncio.run_coroutine_threadsafe(_await(aw), loop)
             fut.add_done_callback(_log_failure)  # type: ignore[arg-type]
             return
-        asyncio.run(_await(aw))
+        run(_await(aw))
 
     async def drain(self) -> None:
         here = asyncio.get_running_loop()
@@ -135,7 +147,39 @@ class _Destroyer:
             await asyncio.gather(*mine, return_exceptions=True)
 
 
-def _make_sync(factory: Callable[[], Any]) -> tuple[Any, Any, Any]:
+class _NotAnAgent:
+    """The calls of a pooled object that is not an agent: they raise ``TypeError``."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, obj: Any) -> None:
+        self.kind = type(obj).__qualname__
+
+    def _error(self, name: str) -> TypeError:
+        return TypeError(
+            f"pool.{name}(): the pool's factory made a {self.kind} object, which is not an "
+            "agent (no __call__, execute/aexecute or invoke/ainvoke); lease it with "
+            "pool.acquire(), pool.aacquire() or pool.agent() and use it directly"
+        )
+
+    def call(self, _input: Any) -> Any:
+        raise self._error("execute")
+
+    async def acall(self, _input: Any) -> Any:
+        raise self._error("aexecute")
+
+
+def _calls(agent: Any, runner: Runner) -> tuple[Any, Any]:
+    """``(call, acall)`` of a pooled object; for a non-agent, ones that raise ``TypeError``."""
+    try:
+        ad = adapt(agent, runner)
+    except TypeError:
+        na = _NotAnAgent(agent)
+        return na.call, na.acall
+    return ad.call, ad.acall
+
+
+def _make_sync(factory: Callable[[], Any], runner: Runner) -> tuple[Any, Any, Any]:
     agent = factory()
     if inspect.isawaitable(agent):
         if asyncio._get_running_loop() is not None:
@@ -145,9 +189,9 @@ def _make_sync(factory: Callable[[], Any]) -> tuple[Any, Any, Any]:
                 "the pool's factory is async: from a running event loop use aacquire/aexecute "
                 "(or `async with pool`) instead of the blocking methods"
             )
-        agent = asyncio.run(_await(agent))
-    ad = adapt(agent)
-    return agent, ad.call, ad.acall
+        agent = run(_await(agent))
+    call, acall = _calls(agent, runner)
+    return agent, call, acall
 
 
 class _Expired(Exception):
@@ -186,6 +230,7 @@ class AgentPool(_Pool, Closeable):
     _destroyer: _Destroyer
     _async_factory: bool
     _filled: bool
+    _runner: Runner
 
     def __new__(
         cls, factory: Callable[[], Any], config: PoolConfig | None = None, /, **overrides: Any
@@ -193,13 +238,17 @@ class AgentPool(_Pool, Closeable):
         if not callable(factory):
             raise TypeError(f"factory={show(factory)}: expected a callable returning an agent")
         cfg: PoolConfig = build(PoolConfig, config, overrides)
+        # What the core can hold; the binding checks nothing again.
         if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
             raise ValueError(f"max_size={show(cfg.max_size)}: is too large")
+        for name in ("idle_timeout", "max_lifetime", "acquire_timeout", "cleanup_interval"):
+            fits(name, getattr(cfg, name))
         destroyer = _Destroyer()
         destroyer.loop = asyncio._get_running_loop()
+        runner = Runner(cfg.max_size, "agentperf-pool")
         self = super().__new__(
             cls,
-            functools.partial(_make_sync, factory),
+            functools.partial(_make_sync, factory, runner),
             cfg.check,
             destroyer,
             cfg.initial_size,
@@ -212,6 +261,7 @@ class AgentPool(_Pool, Closeable):
         self._factory = factory
         self._config = cfg
         self._destroyer = destroyer
+        self._runner = runner
         self._async_factory = _is_async_callable(factory)
         self._filled = self._async_factory is False
         return self
@@ -247,6 +297,13 @@ class AgentPool(_Pool, Closeable):
         loop (use :meth:`aacquire` there). Give it back with :meth:`release`.
         """
         return super().acquire(_wait("timeout", timeout))
+
+    def close(self) -> None:
+        """Close the pool: waiters get ``PoolClosedError``, idle agents are destroyed (by the
+        time this returns, those a running cleanup round took too), agents released later are
+        destroyed, the pool's threads exit once idle. Closing twice is harmless."""
+        super().close()
+        self._runner.close()
 
     def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease:
         """A lease as a context manager, for ``with`` and ``async with``::
@@ -290,6 +347,7 @@ class AgentPool(_Pool, Closeable):
         tb: TracebackType | None,
     ) -> None:
         self._close_nowait()
+        self._runner.close()
         if self._cleaning():
             # As close(), but a cleanup round still closing agents it took from the idle set
             # (rare, short) is waited for off the loop.
@@ -308,63 +366,81 @@ class AgentPool(_Pool, Closeable):
                 break
             try:
                 agent = await self._factory()
-                ad = adapt(agent)
+                call, acall = _calls(agent, self._runner)
             except BaseException:
                 self._create_failed()
                 raise
-            self._add_idle(agent, ad.call, ad.acall)
+            self._add_idle(agent, call, acall)
 
     async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
         """Lease an agent without blocking the event loop; see :meth:`acquire`."""
-        agent, _ = await self._aacquire(_wait("timeout", timeout), 9, None, None)
+        agent, _ = await self._aacquire(_wait("timeout", timeout), None)
         return agent
 
     async def aexecute(self, input: Any, /) -> Any:
         """Acquire, ``await`` the agent on ``input``, release: :meth:`execute` for asyncio."""
-        kind, agent, acall = self._atry()
-        if kind != 0:
-            agent, acall = await self._aacquire(None, kind, agent, acall)
+        step = self._atry()
+        if type(step) is _Leased:
+            agent, acall = step.agent, step.acall
+        else:
+            agent, acall = await self._aacquire(None, step)
+        if type(acall) is not InThread:
+            try:
+                return await acall(input)
+            finally:
+                self.release(agent)
         try:
-            return await acall(input)
-        finally:
+            job = acall.submit(input)
+        except BaseException:
             self.release(agent)
+            raise
+        try:
+            out = await job
+        except BaseException:
+            # Cancelled while a thread runs the blocking agent: that thread releases it when
+            # the call is over, so the agent is never handed out while still in use.
+            if not job.abandon(functools.partial(self.release, agent)):
+                self.release(agent)
+            raise
+        self.release(agent)
+        return out
 
     async def _acreate(self) -> tuple[Any, Any]:
         try:
             agent = self._factory()
             if inspect.isawaitable(agent):
                 agent = await agent
-            ad = adapt(agent)
+            call, acall = _calls(agent, self._runner)
         except BaseException:
             self._create_failed()
             raise
-        return agent, self._adopt(agent, ad.call, ad.acall)
+        return agent, self._adopt(agent, call, acall)
 
-    async def _aacquire(
-        self, timeout: float | None, kind: int, value: Any, acall: Any
-    ) -> tuple[Any, Any]:
-        if kind == 9:
-            kind, value, acall = self._atry()
+    async def _aacquire(self, timeout: float | None, step: Any) -> tuple[Any, Any]:
+        """The rest of an async acquire after its first step (``None``: not taken yet)."""
+        if step is None:
+            step = self._atry()
         if not self._filled:
             # Undo the first step: the initial agents come first (an async factory).
-            if kind == 0:
-                self.release(value)
-            elif kind == 1:
+            if type(step) is _Leased:
+                self.release(step.agent)
+            elif type(step) is _CreateSlot:
                 self._create_failed()
-            elif kind == 2:
-                value.withdraw()
+            elif type(step) is _PoolWaiter:
+                step.withdraw()
             await self._afill()
-            kind, value, acall = self._atry()
+            step = self._atry()
         wait = self._config.acquire_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         while True:
-            if kind == 0:
-                return value, acall
-            if kind == 1:
+            kind = type(step)
+            if kind is _Leased:
+                return step.agent, step.acall
+            if kind is _CreateSlot:
                 return await self._acreate()
-            if kind == 2:
-                waiter: _PoolWaiter = value
+            if kind is _PoolWaiter:
+                waiter: _PoolWaiter = step
                 fut = waiter.future
                 timer = None
                 if deadline is not None:
@@ -380,9 +456,9 @@ class AgentPool(_Pool, Closeable):
                 finally:
                     if timer is not None:
                         timer.cancel()
-                kind, value, acall = waiter.take()
+                step = waiter.take()
                 continue
-            kind, value, acall = self._atry()
+            step = self._atry()  # _StartOver
 
 
 class _Lease:

@@ -1,5 +1,11 @@
 //! The one error tree. Exception classes are created once, at module import, and stored here;
 //! `python/agentperf/errors.py` re-exports them. Messages name the field and the value.
+//!
+//! The cores' own errors ([`CoreError`], in `errors/core.rs`) know nothing of Python; they
+//! meet the exception tree here, in `From<CoreError> for PyErr`.
+
+pub mod core;
+pub use self::core::CoreError;
 
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -71,6 +77,22 @@ impl From<Error> for PyErr {
                 Python::attach(|py| PyErr::from_type(pool_timeout_error(py), msg))
             }
         }
+    }
+}
+
+impl From<CoreError> for Error {
+    fn from(e: CoreError) -> Error {
+        match e {
+            CoreError::PoolClosed => Error::PoolClosed,
+            CoreError::Config { field, value, why } => Error::Config { field, value, why },
+            CoreError::OverReleased { .. } => Error::Value(e.to_string()),
+        }
+    }
+}
+
+impl From<CoreError> for PyErr {
+    fn from(e: CoreError) -> PyErr {
+        Error::from(e).into()
     }
 }
 

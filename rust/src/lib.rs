@@ -37,7 +37,7 @@ mod _agentperf {
     use crate::keys::hash_key;
 
     #[pymodule_export]
-    use crate::pool::py::{PyPool, PyWaiter};
+    use crate::pool::py::{CreateSlot, Leased, PyPool, PyWaiter, StartOver};
 
     #[pymodule_export]
     use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};

@@ -18,7 +18,7 @@
 //! fences between publishing and checking, at least one of the two sees the other.
 
 use crate::clock::{to_nanos, Clock, Nanos};
-use crate::errors::Error;
+use crate::errors::core::CoreError;
 use crate::sync::atomic::{fence, AtomicBool, AtomicUsize};
 use crate::sync::channel::{self, Receiver, Sender};
 use crate::sync::Mutex;
@@ -355,9 +355,9 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// Non-blocking acquire: an idle object (never one past `max_lifetime`), else a reserved
     /// slot to create one, else [`Acquire::Full`]. Expired idle objects met on the way are
     /// put in `fx.destroy`.
-    pub fn try_acquire(&self, fx: &mut Effects<T, N>) -> Result<Acquire<T>, Error> {
+    pub fn try_acquire(&self, fx: &mut Effects<T, N>) -> Result<Acquire<T>, CoreError> {
         if self.is_closed() {
-            return Err(Error::PoolClosed);
+            return Err(CoreError::PoolClosed);
         }
         while let Ok(e) = self.idle_rx.try_recv() {
             if self.expired_now(&e) {
@@ -380,11 +380,11 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
 
     /// Park a waiter at the back of the queue. Re-checks the idle set and the free slots
     /// after publishing, so a release racing with this registration is never missed.
-    pub fn register(&self, notify: N, fx: &mut Effects<T, N>) -> Result<PoolTicket<T>, Error> {
+    pub fn register(&self, notify: N, fx: &mut Effects<T, N>) -> Result<PoolTicket<T>, CoreError> {
         let t = {
             let mut q = self.waiters.lock();
             if self.is_closed() {
-                return Err(Error::PoolClosed);
+                return Err(CoreError::PoolClosed);
             }
             if q.len() > 2 * self.nwaiting.load(SeqCst) + 64 {
                 q.live();
@@ -877,8 +877,11 @@ mod tests {
         assert!(!c.close(&mut fx));
         assert_eq!(fx.wake, vec!["w"]);
         assert!(matches!(t.try_take(), Some(Handoff::Closed)));
-        assert!(matches!(c.try_acquire(&mut fx), Err(Error::PoolClosed)));
-        assert!(matches!(c.register("x", &mut fx), Err(Error::PoolClosed)));
+        assert!(matches!(c.try_acquire(&mut fx), Err(CoreError::PoolClosed)));
+        assert!(matches!(
+            c.register("x", &mut fx),
+            Err(CoreError::PoolClosed)
+        ));
         c.release(a, false, &mut fx);
         c.release(b, false, &mut fx);
         let s = c.stats();

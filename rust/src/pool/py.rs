@@ -1,5 +1,6 @@
-//! The Python binding of the pool core: `_Pool` (subclassed by `agentperf.AgentPool`) and
-//! `_PoolWaiter` (an asyncio waiter's handle).
+//! The Python binding of the pool core: `_Pool` (subclassed by `agentperf.AgentPool`),
+//! `_PoolWaiter` (an asyncio waiter's handle) and the steps of an async acquire (`_Leased`,
+//! `_CreateSlot`, `_StartOver`, which Python tells apart by type).
 //!
 //! User code (the factory, `check`, an agent's call, destroying an agent) always runs here,
 //! in the binding, with no core lock held: the core returns [`Effects`] to perform.
@@ -7,7 +8,7 @@
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
 use crate::blocking::{self, Waited};
-use crate::errors::Error;
+use crate::errors::{CoreError, Error};
 use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
@@ -119,11 +120,10 @@ impl Inner {
     }
 }
 
-fn limit(field: &'static str, v: Option<f64>) -> Result<Option<Duration>, Error> {
-    match v {
-        None => Ok(None),
-        Some(s) => crate::clock::seconds(field, s),
-    }
+/// A duration from `agentperf.AgentPool`, which validated it (`python/agentperf/_config.py`):
+/// converted, not checked again. `None` or `inf` is no limit; nothing here fails or panics.
+fn limit(v: Option<f64>) -> Option<Duration> {
+    v.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
 }
 
 /// The lease records of one object (a factory may return the same object more than once).
@@ -188,7 +188,7 @@ impl PyPool {
                 let mut fx = Fx::new();
                 fx.destroy.push(a);
                 self.inner.run(py, fx);
-                Err(Error::PoolClosed.into())
+                Err(CoreError::PoolClosed.into())
             }
         }
     }
@@ -197,7 +197,7 @@ impl PyPool {
     fn acquire_entry(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Entry<Agent>> {
         let wait = match timeout {
             None => self.acquire_timeout,
-            t => crate::args::wait_limit("timeout", t)?,
+            t => limit(t),
         };
         let core = self.core();
         loop {
@@ -274,7 +274,7 @@ impl PyPool {
                 }
             },
             Handoff::Create => self.create(py).map(Some),
-            Handoff::Closed => Err(Error::PoolClosed.into()),
+            Handoff::Closed => Err(CoreError::PoolClosed.into()),
             Handoff::Retry => Ok(None),
         }
     }
@@ -286,7 +286,7 @@ impl PyPool {
     }
 
     /// Record a lease and hand out the agent (with its async call).
-    fn lease(&self, py: Python<'_>, e: Entry<Agent>) -> (u8, Py<PyAny>, Py<PyAny>) {
+    fn lease(&self, py: Python<'_>, e: Entry<Agent>) -> Leased {
         self.core().acquired();
         let obj = e.item.obj.clone_ref(py);
         let acall = e.item.acall.clone_ref(py);
@@ -301,7 +301,7 @@ impl PyPool {
             }
         };
         drop(leases);
-        (0, obj, acall)
+        Leased { agent: obj, acall }
     }
 }
 
@@ -321,31 +321,18 @@ impl PyPool {
         max_lifetime: Option<f64>,
         acquire_timeout: Option<f64>,
         cleanup_interval: f64,
-    ) -> PyResult<Self> {
-        if max_size < 1 {
-            return Err(Error::Config {
-                field: "max_size",
-                value: max_size.to_string(),
-                why: "must be >= 1",
-            }
-            .into());
-        }
-        if initial_size > max_size {
-            return Err(Error::Config {
-                field: "initial_size",
-                value: initial_size.to_string(),
-                why: "must be <= max_size",
-            }
-            .into());
-        }
+    ) -> Self {
+        // `AgentPool` validated every value (PoolConfig, _config.py): none is checked again.
+        // Out-of-range ones from a direct call are made sane, never an error or a panic.
+        let max_size = max_size.max(1);
         let limits = Limits {
-            initial_size,
+            initial_size: initial_size.min(max_size),
             max_size,
-            idle_timeout: limit("idle_timeout", idle_timeout)?,
-            max_lifetime: limit("max_lifetime", max_lifetime)?,
+            idle_timeout: limit(idle_timeout),
+            max_lifetime: limit(max_lifetime),
         };
-        let acquire_timeout = limit("acquire_timeout", acquire_timeout)?;
-        let interval = crate::clock::seconds("cleanup_interval", cleanup_interval)?;
+        let acquire_timeout = limit(acquire_timeout);
+        let interval = limit(Some(cleanup_interval));
         let inner = Arc::new(Inner {
             core: PoolCore::new(limits, FastClock::init()),
             destroy,
@@ -358,14 +345,14 @@ impl PyPool {
             }
             _ => None,
         };
-        Ok(Self {
+        Self {
             inner,
             make,
             check,
             leases: Mutex::new(HashMap::new()),
             acquire_timeout,
             registration: Mutex::new(registration),
-        })
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -392,7 +379,7 @@ impl PyPool {
     #[pyo3(signature = (timeout=None))]
     fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let e = self.acquire_entry(py, timeout)?;
-        Ok(self.lease(py, e).1)
+        Ok(self.lease(py, e).agent)
     }
 
     /// Give back a leased agent; `discard=True` destroys it instead. `ValueError` for an
@@ -499,9 +486,9 @@ impl PyPool {
         Ok(())
     }
 
-    /// Non-blocking step of an async acquire: `(0, agent, acall)` leased, `(1, None, None)`
-    /// a slot reserved for the caller to create into, `(2, waiter, None)` parked.
-    fn _atry(slf: &Bound<'_, Self>) -> PyResult<(u8, Py<PyAny>, Py<PyAny>)> {
+    /// Non-blocking step of an async acquire: a `_Leased` agent, a `_CreateSlot` reserved
+    /// for the caller to create into, or a `_PoolWaiter` parked.
+    fn _atry(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let core = this.core();
@@ -511,14 +498,14 @@ impl PyPool {
             this.inner.settle(py, fx);
             match r? {
                 Acquire::Ready(e) => match this.checked(py, e) {
-                    Ok(e) => return Ok(this.lease(py, e)),
+                    Ok(e) => return Ok(Py::new(py, this.lease(py, e))?.into_any()),
                     Err(bad) => {
                         let mut fx = Fx::new();
                         core.reject(bad, &mut fx);
                         this.inner.settle(py, fx);
                     }
                 },
-                Acquire::Create => return Ok((1, py.None(), py.None())),
+                Acquire::Create => return Ok(Py::new(py, CreateSlot)?.into_any()),
                 Acquire::Full => {
                     let waiter = Arc::new(AsyncWaiter::new(py)?);
                     let notify = AsyncNotify {
@@ -534,7 +521,7 @@ impl PyPool {
                         waiter,
                         start: Instant::now(),
                     };
-                    return Ok((2, Py::new(py, w)?.into_any(), py.None()));
+                    return Ok(Py::new(py, w)?.into_any());
                 }
             }
         }
@@ -549,7 +536,7 @@ impl PyPool {
         acall: Py<PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let e = self.adopt(py, Agent { obj, call, acall })?;
-        Ok(self.lease(py, e).2)
+        Ok(self.lease(py, e).acall)
     }
 
     /// Report a failed creation for a reserved slot (frees it, wakes a waiter).
@@ -614,6 +601,26 @@ impl PyPool {
     }
 }
 
+/// A step of an async acquire: the agent is leased to the caller; `acall` is its async call.
+#[pyclass(frozen, module = "agentperf._agentperf", name = "_Leased")]
+pub struct Leased {
+    /// The leased object, as the factory made it.
+    #[pyo3(get)]
+    agent: Py<PyAny>,
+    /// Its async call (`await acall(input)`).
+    #[pyo3(get)]
+    acall: Py<PyAny>,
+}
+
+/// A step of an async acquire: a slot is reserved for the caller, who creates the agent (an
+/// async factory) and reports it with `_adopt`, or its failure with `_create_failed`.
+#[pyclass(frozen, module = "agentperf._agentperf", name = "_CreateSlot")]
+pub struct CreateSlot;
+
+/// A step of an async acquire: nothing was handed over; try again from `_atry`.
+#[pyclass(frozen, module = "agentperf._agentperf", name = "_StartOver")]
+pub struct StartOver;
+
 /// An asyncio task parked on the pool: await `future`, then `take()` (or `withdraw()` on
 /// cancellation or timeout). Dropping it unused withdraws it.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_PoolWaiter")]
@@ -651,12 +658,12 @@ impl PyWaiter {
         self.give_up(py, timed_out);
     }
 
-    /// After the future resolved: `(0, agent, acall)` leased, `(1, None, None)` create into
-    /// the reserved slot, `(3, None, None)` start over; `PoolClosedError` if closed.
-    fn take(&self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>, Py<PyAny>)> {
+    /// After the future resolved: a `_Leased` agent, a `_CreateSlot` to create into, or
+    /// `_StartOver`; `PoolClosedError` if the pool closed.
+    fn take(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let t = self.ticket.lock().take();
         let Some(t) = t else {
-            return Ok((3, py.None(), py.None()));
+            return Ok(Py::new(py, StartOver)?.into_any());
         };
         let pool = self.pool.get();
         let core = pool.core();
@@ -665,26 +672,27 @@ impl PyWaiter {
             let mut fx = Fx::new();
             core.withdraw(&t, &mut fx);
             pool.inner.settle(py, fx);
-            return Ok((3, py.None(), py.None()));
+            return Ok(Py::new(py, StartOver)?.into_any());
         };
         core.record_wait(self.start.elapsed(), false);
         let mut fx = Fx::new();
         let h = core.take(h, &mut fx);
         pool.inner.settle(py, fx);
-        match h {
+        let step = match h {
             Handoff::Agent(e) => match pool.checked(py, e) {
-                Ok(e) => Ok(pool.lease(py, e)),
+                Ok(e) => Py::new(py, pool.lease(py, e))?.into_any(),
                 Err(bad) => {
                     let mut fx = Fx::new();
                     core.discard_keep_slot(bad, false, &mut fx);
                     pool.inner.settle(py, fx);
-                    Ok((1, py.None(), py.None()))
+                    Py::new(py, CreateSlot)?.into_any()
                 }
             },
-            Handoff::Create => Ok((1, py.None(), py.None())),
-            Handoff::Closed => Err(Error::PoolClosed.into()),
-            Handoff::Retry => Ok((3, py.None(), py.None())),
-        }
+            Handoff::Create => Py::new(py, CreateSlot)?.into_any(),
+            Handoff::Closed => return Err(CoreError::PoolClosed.into()),
+            Handoff::Retry => Py::new(py, StartOver)?.into_any(),
+        };
+        Ok(step)
     }
 }
 

@@ -10,7 +10,7 @@
 //! FIFO fairness needs no extra bookkeeping. A permit granted to a waiter that gives up in the
 //! same instant comes back through [`Semaphore::withdraw`] and goes to the next waiter.
 
-use crate::errors::Error;
+use crate::errors::core::CoreError;
 use crate::sync::Mutex;
 use crate::waitq::{Ticket, WaitQueue};
 use std::sync::Arc;
@@ -45,9 +45,9 @@ pub struct Semaphore<N> {
 
 impl<N> Semaphore<N> {
     /// A semaphore with `permits` free permits (`permits >= 1`).
-    pub fn new(permits: usize) -> Result<Self, Error> {
+    pub fn new(permits: usize) -> Result<Self, CoreError> {
         if permits == 0 {
-            return Err(Error::Config {
+            return Err(CoreError::Config {
                 field: "permits",
                 value: "0".into(),
                 why: "must be >= 1",
@@ -124,14 +124,12 @@ impl<N> Semaphore<N> {
     /// Give a permit back: to the oldest live waiter if any (returning its notifier, to call
     /// once no lock is held), else to the free count. More releases than acquires is an error
     /// (`ValueError`), not a silently growing limit.
-    pub fn release(&self) -> Result<Option<N>, Error> {
+    pub fn release(&self) -> Result<Option<N>, CoreError> {
         let mut g = self.inner.lock();
         if g.available >= self.permits {
-            return Err(Error::Value(format!(
-                "Semaphore.release(): released more often than acquired (all {} permits are \
-                 already free)",
-                self.permits
-            )));
+            return Err(CoreError::OverReleased {
+                permits: self.permits,
+            });
         }
         Ok(Self::hand_on(&mut g))
     }
