@@ -17,6 +17,7 @@ import platform
 import queue
 import statistics
 import sys
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -169,7 +170,7 @@ def caching_rows(quick: bool) -> Iterator[Row]:
     base = _median_ns_per_call(lambda: plain(SAMPLE_INPUT), loops=loops, repeat=repeat)
     peer = _peer_cached(slow)
     peer_ns = None
-    peer_name = "no peer installed (pip install cachebox or cachetools)"
+    peer_name = "no peer installed (pip install cachebox)"
     if peer is not None:
         peer_name, call = peer
         call(SAMPLE_INPUT)
@@ -203,13 +204,14 @@ def caching_rows(quick: bool) -> Iterator[Row]:
         details={"uncached_ns": uncached, "cached_ns": hit},
     )
 
-    # A repeated workload: 5,000 requests over 250 distinct inputs, Zipf-like popularity.
+    # A repeated workload: 5,000 requests over 250 distinct inputs, Zipf-like popularity. It
+    # costs milliseconds, so --quick runs the same workload (its figure is the full run's).
     import random
 
     rng = random.Random(7)
     distinct = [{"task": "summarize", "doc": i} for i in range(250)]
     weights = [1.0 / (i + 1) for i in range(len(distinct))]
-    workload = rng.choices(distinct, weights=weights, k=1_000 if quick else 5_000)
+    workload = rng.choices(distinct, weights=weights, k=5_000)
     with ap.CachedAgent(lambda x: x, max_size=1000, ttl=600.0) as cached:
         for x in workload:
             cached.execute(x)
@@ -225,7 +227,9 @@ def caching_rows(quick: bool) -> Iterator[Row]:
         None,
         "",
         "90-99%",
-        note=f"{len(workload)} requests over {len(distinct)} inputs, Zipf popularity",
+        note=f"{len(workload)} requests over {len(distinct)} inputs, Zipf popularity (the same "
+        "workload under --quick). A hit rate measures how often a workload repeats itself (at "
+        "best 1 - distinct/requests), not the cache: the seed's 90-99% is a workload's figure",
     )
 
 
@@ -453,7 +457,7 @@ def batch_rows(quick: bool) -> Iterator[Row]:
             serial_s / base,
             "asyncio.gather + Semaphore",
             peer,
-            "aiometer.run_all" if peer_ok else "aiometer not installed",
+            "aiometer.run_all" if peer_ok else "aiometer not installed (pip install aiometer)",
             claim,
             note=f"{n} tasks x 1 ms; ideal {workers}x"
             + (" (the seed's 12x beats this ideal)" if workers == 10 else ""),
@@ -474,7 +478,7 @@ def batch_rows(quick: bool) -> Iterator[Row]:
         base,
         "asyncio.gather + Semaphore",
         peer,
-        "aiometer.run_all" if peer_ok else "aiometer not installed",
+        "aiometer.run_all" if peer_ok else "aiometer not installed (pip install aiometer)",
         ">11,000 tasks/s",
         note=f"{m} trivial async tasks at concurrency 1000",
     )
@@ -512,31 +516,98 @@ def _fmt(v: float | None, unit: str) -> str:
     return f"{v:,.0f} {unit}"
 
 
-def render(rows: list[Row]) -> str:
-    """The rows as the seed's summary table, with baseline, peer and claim columns."""
-    head = ["Optimization", "Metric", "agentperf", "plain Python", "best peer", "seed claims"]
-    body = [
-        [
-            r.section.capitalize(),
-            r.metric,
-            _fmt(r.value, r.unit),
-            f"{_fmt(r.baseline, r.unit)} ({r.baseline_name})" if r.baseline is not None else "-",
-            f"{_fmt(r.peer, r.unit)} ({r.peer_name})"
-            if r.peer is not None
-            else (r.peer_name or "-"),
-            r.seed_claim,
+WIDTH = 100
+"""The rendered report fits a terminal this wide."""
+
+
+def _table(head: list[str], body: list[list[str]], width: int) -> list[str]:
+    """A pipe table at most ``width`` columns wide: the widest columns wrap, at word breaks.
+
+    A row whose cells wrap takes several lines; each row's first line holds its figures.
+    A line of dashes separates the rows.
+    """
+    cols = list(zip(head, *body, strict=True))
+    widths = [max(len(c) for c in col) for col in cols]
+    floors = [max(len(w) for c in col for w in (c.split() or [""])) for col in cols]
+    overhead = 3 * len(head) + 1
+
+    def height(i: int, w: int) -> int:
+        return sum(len(textwrap.wrap(c, w)) for c in cols[i])
+
+    # Narrow, one character at a time, the column that wraps least for it (the widest on ties).
+    while sum(widths) + overhead > width:
+        shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not shrinkable:
+            break
+        i = min(shrinkable, key=lambda i: (height(i, widths[i] - 1) - height(i, widths[i]), -i))
+        widths[i] -= 1
+
+    def lines(cells: list[str]) -> list[str]:
+        wrapped = [textwrap.wrap(c, w) or [""] for c, w in zip(cells, widths, strict=True)]
+        return [
+            "| "
+            + " | ".join(
+                (wc[k] if k < len(wc) else "").ljust(w)
+                for wc, w in zip(wrapped, widths, strict=True)
+            )
+            + " |"
+            for k in range(max(len(wc) for wc in wrapped))
         ]
-        for r in rows
-    ]
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body, strict=False)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    out = [line, sep]
-    out += [
-        "| " + " | ".join(str(c).ljust(w) for c, w in zip(b, widths, strict=False)) + " |"
-        for b in body
+    out = [*lines(head), sep]
+    for b in body:
+        out += lines(b)
+        out.append(sep)
+    return out
+
+
+def _compared(v: float | None, unit: str, name: str) -> str:
+    """A baseline or peer cell: the figure, with the name only when it is an ideal."""
+    if v is None:
+        return "-"
+    return f"{_fmt(v, unit)} (ideal)" if name.startswith("ideal") else _fmt(v, unit)
+
+
+def _legend(r: Row) -> str:
+    """What the row is compared with, and its note, for the lines under the table."""
+    parts = []
+    if r.baseline is not None and r.baseline_name and r.baseline_name != "ideal":
+        parts.append(f"plain Python = {r.baseline_name}")
+    if r.peer_name:
+        parts.append(f"best peer = {r.peer_name}" if r.peer is not None else r.peer_name)
+    if r.note:
+        parts.append(r.note)
+    return "; ".join(parts)
+
+
+def render(rows: list[Row], width: int = WIDTH) -> str:
+    """The rows as the seed's summary table, with baseline, peer and claim columns.
+
+    Every line fits in ``width`` columns: long cells wrap onto the next lines of their row,
+    and what each row is compared with is listed under the table.
+    """
+    head = ["Optimization", "Metric", "agentperf", "plain Python", "best peer", "seed claims"]
+    body = []
+    last = ""
+    for r in rows:
+        body.append(
+            [
+                r.section.capitalize() if r.section != last else "",
+                r.metric,
+                _fmt(r.value, r.unit),
+                _compared(r.baseline, r.unit, r.baseline_name),
+                _compared(r.peer, r.unit, r.peer_name),
+                r.seed_claim,
+            ]
+        )
+        last = r.section
+    out = _table(head, body, width)
+    notes = [
+        textwrap.fill(f"- {r.metric}: {legend}", width, subsequent_indent="  ")
+        for r in rows
+        if (legend := _legend(r))
     ]
-    notes = [f"- {r.metric}: {r.note}" for r in rows if r.note]
     return "\n".join(out + (["", *notes] if notes else []))
 
 
@@ -587,10 +658,13 @@ def render_blocks(rows: list[Row]) -> str:
 
 def main(argv: list[str]) -> int:
     """``agentperf report [--quick] [--json]``."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="agentperf")
+    parser.add_argument("--version", action="version", version=f"agentperf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="measure the pool, cache and batch on this machine")
-    rep.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    rep.add_argument("--quick", action="store_true", help="a short run (seconds; noisier figures)")
     rep.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     args = parser.parse_args(argv)
 
