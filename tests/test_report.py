@@ -7,12 +7,15 @@ import math
 import pathlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import agentperf as ap
-from agentperf.report import Row, caching_rows, render
+from agentperf.report import Block, Row, blocks, main, register, render, run, unregister
+from agentperf.report.caching import rows as caching_rows
+from agentperf.report.registry import BUILTIN
 
 SEED_ROWS = {
     ("caching", "Hit latency"),
@@ -41,24 +44,29 @@ def test_report_quick_json_has_every_seed_row() -> None:
     assert doc["schema"] == "agentperf-report-v1"
     rows = doc["rows"]
     assert SEED_ROWS <= {(r["section"], r["metric"]) for r in rows}
+    fields = {f for f in Row.__dataclass_fields__}
+    names = {b.name for b in blocks()}
     for r in rows:
-        assert set(r) >= {
-            "section",
-            "metric",
-            "value",
-            "unit",
-            "baseline",
-            "baseline_name",
-            "peer",
-            "peer_name",
-            "seed_claim",
-            "note",
-        }
-        assert isinstance(r["value"], float) and r["value"] == r["value"], r
+        assert set(r) == fields, r
+        assert r["section"] in names, r
+        assert isinstance(r["metric"], str) and r["metric"], r
+        assert isinstance(r["unit"], str) and r["unit"], r
+        # Structure, never speed: every figure is a finite number; times, ratios and rates are
+        # positive; percentages are at most 100. (Differences and reductions may be negative.)
+        for key in ("value", "baseline", "peer"):
+            v = r[key]
+            if v is None:
+                assert key != "value", r
+                continue
+            assert isinstance(v, float) and math.isfinite(v), (key, r)
+            if r["unit"] in ("x", "tasks/s"):
+                assert v > 0, (key, r)
+            if r["unit"] == "%":
+                assert v <= 100.0, (key, r)
+        assert all(isinstance(d, float) and math.isfinite(d) for d in r["details"].values()), r
     by = {(r["section"], r["metric"]): r for r in rows}
     assert 0.0 <= by[("caching", "Hit rate (repeated workload)")]["value"] <= 100.0
-    for r in rows:
-        assert math.isfinite(r["value"]) and r["value"] > 0, r
+    assert {r["section"] for r in rows} == set(BUILTIN), "every block of the package ran"
     assert "measuring" in proc.stderr, "a progress display is shown while it runs"
 
 
@@ -153,3 +161,58 @@ def test_quick_hit_rate_uses_the_full_runs_workload() -> None:
     quick = {r.metric: r for r in caching_rows(True)}["Hit rate (repeated workload)"]
     assert quick.note.startswith("5000 requests over 250 inputs")
     assert quick.baseline is not None and quick.baseline > 90.0, quick
+
+
+# --- the registry of blocks ------------------------------------------------------------------
+
+
+def _traffic_rows(quick: bool) -> Iterator[Row]:
+    yield Row("traffic", "Requests per item", 1.02, "x", 1.3, "a retry loop", None, "", "-")
+
+
+@pytest.fixture
+def extra_block() -> Iterator[Block]:
+    block = register(Block("traffic", "Traffic control", _traffic_rows))
+    try:
+        yield block
+    finally:
+        unregister("traffic")
+
+
+def test_the_package_blocks_come_first_in_order() -> None:
+    got = blocks()
+    assert [b.name for b in got[: len(BUILTIN)]] == ["pooling", "caching", "batch"]
+    assert all(callable(b.measure) and b.title for b in got)
+
+
+def test_a_registered_block_is_measured_rendered_and_exported(
+    extra_block: Block, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line iterates the registry: a new block needs no change to it."""
+    assert blocks()[-1] is extra_block
+    assert [r.metric for r in run(quick=True, only=["traffic"])] == ["Requests per item"]
+    assert main(["report", "--quick", "--only", "traffic", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["schema"] == "agentperf-report-v1" and doc["quick"] is True
+    assert [(r["section"], r["metric"]) for r in doc["rows"]] == [("traffic", "Requests per item")]
+    assert "measuring traffic" in captured.err
+    assert main(["report", "--only", "traffic"]) == 0
+    out = capsys.readouterr().out
+    assert "| Traffic control |" in out and "Requests per item" in out
+    assert "a retry loop" in out
+
+
+def test_the_registry_refuses_duplicates_and_unknown_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(ValueError, match="'pooling'"):
+        register(Block("pooling", "Pooling again", _traffic_rows))
+    with pytest.raises(TypeError, match="Block"):
+        register("traffic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="nope"):
+        run(only=["nope"])
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--only", "nope"])
+    assert info.value.code == 2
+    assert "pooling" in capsys.readouterr().err
