@@ -41,16 +41,22 @@ def _table(head: list[str], body: list[list[str]], width: int) -> list[str]:
     floors = [max(len(w) for c in col for w in (c.split() or [""])) for col in cols]
     overhead = 3 * len(head) + 1
 
-    def height(i: int, w: int) -> int:
-        return sum(len(textwrap.wrap(c, w)) for c in cols[i])
+    rows = [head, *body]
 
-    # Narrow, one character at a time, the column that wraps least for it (the widest on ties).
+    def height(ws: list[int]) -> int:
+        """Lines of the table's rows at these widths (a row is as tall as its tallest cell)."""
+        return sum(max(len(textwrap.wrap(c, w)) for c, w in zip(r, ws, strict=True)) for r in rows)
+
+    # Narrow, one character at a time, the column that adds fewest lines (the widest on ties).
     while sum(widths) + overhead > width:
         shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
         if not shrinkable:
             break
-        i = min(shrinkable, key=lambda i: (height(i, widths[i] - 1) - height(i, widths[i]), -i))
-        widths[i] -= 1
+
+        def cost(i: int) -> tuple[int, int]:
+            return height([w - (j == i) for j, w in enumerate(widths)]), -widths[i]
+
+        widths[min(shrinkable, key=cost)] -= 1
 
     def lines(cells: list[str]) -> list[str]:
         wrapped = [textwrap.wrap(c, w) or [""] for c, w in zip(cells, widths, strict=True)]
