@@ -11,9 +11,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Hypothesis: a short profile in CI, a thorough one on demand (HYPOTHESIS_PROFILE=thorough).
 export HYPOTHESIS_PROFILE ?= $(if $(CI),ci,dev)
 
+# Build logs go to files; a step that fails prints its log. $(call quiet,LOG,COMMAND...)
+quiet = $(2) > $(1) 2>&1 || { cat $(1); echo "failed (log: $(1)): $(2)"; exit 1; }
+
 $(BIN)/python:
+	@echo "creating $(VENV) and installing maturin into it"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 'maturin>=1.9,<2'
+	$(BIN)/python -m pip install -q -q --upgrade pip 'maturin>=1.9,<2'
 
 .PHONY: help
 help: ## list the targets
@@ -21,23 +25,33 @@ help: ## list the targets
 
 .PHONY: install
 install: $(BIN)/python ## build the extension (release) into .venv with the dev extras
-	$(BIN)/maturin develop --release --extras dev -q
+	@echo "building agentperf-rs (Rust, release; minutes the first time) into $(VENV)" \
+	  "with the dev extras; log: $(VENV)/install.log"
+	@# An older checkout installed this tree as "agentperf" (a name taken on PyPI): drop it.
+	@$(BIN)/python -m pip uninstall -q -q -y agentperf > /dev/null 2>&1 || true
+	@$(call quiet,$(VENV)/install.log,$(BIN)/maturin develop --release --extras dev)
 
 .PHONY: install-user
 install-user: $(BIN)/python ## build and install the package alone, as `pip install .` does
-	$(BIN)/python -m pip install -q .
+	$(BIN)/python -m pip install -q -q .
 
 .PHONY: report
-report: install-user ## install, then run the performance report (the main job)
+report: $(BIN)/python ## install with the peers it is compared with (bench extra), run the report
+	@echo "building agentperf-rs (Rust, release; minutes the first time) and the peers it is" \
+	  "compared with (extra bench) into $(VENV); log: $(VENV)/report-install.log"
+	@$(BIN)/python -m pip uninstall -q -q -y agentperf > /dev/null 2>&1 || true
+	@$(call quiet,$(VENV)/report-install.log,$(BIN)/python -m pip install '.[bench]')
 	$(BIN)/python -m agentperf report $(ARGS)
 
 .PHONY: test-rust
-test-rust: $(BIN)/python ## cargo test of the Rust core
-	cargo test --all-targets -q
+test-rust: $(BIN)/python ## cargo test of the Rust core (unit and property tests, not the benches)
+	@echo "cargo test of the Rust core (compiling takes a minute or two the first time)"
+	@cargo test --lib --tests -q
 
 .PHONY: test-python
 test-python: ## pytest of the package (run `make install` first)
-	$(BIN)/python -m pytest -q
+	@echo "pytest"
+	@$(BIN)/python -m pytest -q
 
 .PHONY: test
 test: install test-rust test-python ## install, then run every test (cargo test + pytest)
@@ -46,9 +60,9 @@ test: install test-rust test-python ## install, then run every test (cargo test 
 wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, run the examples on it
 	rm -rf dist .wheel-venv
 	$(BIN)/maturin build --release -q --out dist
-	ls dist/agentperf-*-abi3-*.whl
+	ls dist/agentperf_rs-*-abi3-*.whl
 	$(PYTHON) -m venv .wheel-venv
-	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q dist/agentperf-*-abi3-*.whl
+	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q dist/agentperf_rs-*-abi3-*.whl
 	cd /tmp && env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python -c \
 	  "import agentperf, sys; assert '.wheel-venv' in agentperf.__file__, agentperf.__file__"
 	cd /tmp && for e in $(abspath examples)/*.py; do \

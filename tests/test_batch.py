@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -461,6 +464,53 @@ async def test_sync_twins_refuse_a_running_loop() -> None:
         ex.stream([1])
 
 
+async def test_the_fix_a_refusal_suggests_works() -> None:
+    """The snippet in each RuntimeError's message runs (``await ex.astream(...)`` did not)."""
+    ex = ap.BatchExecutor(double)
+    for call, expect in (
+        ((lambda: ex.execute([1, 2])), [2, 4]),
+        ((lambda: ex.stream([1, 2])), [2, 4]),
+    ):
+        with pytest.raises(RuntimeError) as info:
+            call()
+        snippet = re.findall(r"`([^`]+)`", str(info.value))
+        assert len(snippet) == 1, str(info.value)
+        code = snippet[0].replace("...", "[1, 2]")
+        if code.startswith("async for"):
+            body = f"    out = []\n    {code}:\n        out.append(item.output)\n    return out"
+        else:
+            body = f"    return sorted(({code}).outputs)"
+        scope: dict[str, Any] = {"ex": ex}
+        exec(f"async def fix():\n{body}\n", scope)
+        assert sorted(await scope["fix"]()) == expect, code
+
+
+ONE_INPUT: list[Any] = ["abc", b"abc", bytearray(b"abc"), {"task": "summarize"}]
+
+
+@pytest.mark.parametrize("inputs", ONE_INPUT, ids=lambda x: type(x).__name__)
+def test_one_string_bytes_or_dict_is_not_a_batch(inputs: Any) -> None:
+    """``execute("abc")`` ran the agent on 'a', 'b', 'c'; it is a TypeError now, everywhere."""
+    calls: list[Any] = []
+    ex = ap.BatchExecutor(calls.append)
+    kind = type(inputs).__name__
+    for run in (ex.execute, ex.stream, ex.astream, lambda x: asyncio.run(ex.aexecute(x))):
+        with pytest.raises(TypeError, match=rf"inputs=.*{kind}.*pass a list") as info:
+            run(inputs)
+        assert "[" in str(info.value), "the message shows the list to pass"
+    assert calls == []
+    assert ex.execute([inputs]).outputs == [None] and calls == [inputs]
+
+
+def test_executor_supports_weak_references() -> None:
+    ex = ap.BatchExecutor(double)
+    ref = weakref.ref(ex)
+    assert ref() is ex
+    del ex
+    gc.collect()
+    assert ref() is None
+
+
 async def test_input_iterable_errors_propagate() -> None:
     def gen() -> Iterator[int]:
         yield 1
@@ -625,7 +675,7 @@ async def test_on_progress_and_bar(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_progress_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    with pytest.raises(ImportError, match=r"agentperf\[progress\]"):
+    with pytest.raises(ImportError, match=r"pip install 'agentperf-rs\[progress\]'"):
         ap.BatchExecutor(double, progress=True)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib.metadata
 import math
+import pathlib
+import re
 
 import pytest
 
@@ -167,3 +170,48 @@ def test_cleanup_thread_idle_without_users() -> None:
     running, tasks = _agentperf._cleanup_thread_state()
     assert tasks >= 0
     assert isinstance(running, bool)
+
+
+# --- the distribution ------------------------------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# `pip install agentperf...` or `agentperf[extra]` without `-rs`: the unrelated PyPI project.
+WRONG_NAME = re.compile(r"""pip install\s+['"]?agentperf(?![-\w])|agentperf\[""")
+
+
+def _shipped_texts() -> list[pathlib.Path]:
+    """Everything that can tell a user what to install: docs, messages, build files."""
+    files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    files += sorted((ROOT / "docs").glob("*.md"))
+    files += sorted((ROOT / "python" / "agentperf").rglob("*.py"))
+    files += sorted((ROOT / "python" / "agentperf").rglob("*.pyi"))
+    files += sorted((ROOT / "rust" / "src").rglob("*.rs"))
+    files += sorted((ROOT / "examples").glob("*.py"))
+    return [f for f in files if f.is_file()]
+
+
+def test_nothing_tells_users_to_install_the_pypi_agentperf() -> None:
+    """`agentperf` on PyPI is another project: every install hint names agentperf-rs."""
+    found = [
+        f"{f.relative_to(ROOT)}:{n}: {line.strip()}"
+        for f in _shipped_texts()
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+        if WRONG_NAME.search(line)
+    ]
+    assert found == []
+    assert WRONG_NAME.search("pip install 'agentperf[progress]'")
+    assert not WRONG_NAME.search("pip install 'agentperf-rs[progress]'")
+
+
+def test_distribution_is_agentperf_rs_with_the_package_version() -> None:
+    assert importlib.metadata.version("agentperf-rs") == ap.__version__
+    assert tomllib_name() == "agentperf-rs"
+
+
+def tomllib_name() -> str:
+    """The [project] name in pyproject.toml (no tomllib on 3.10: a line scan suffices)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    project = text.split("[project]", 1)[1]
+    m = re.search(r'^name\s*=\s*"([^"]+)"', project, re.M)
+    assert m is not None
+    return m.group(1)

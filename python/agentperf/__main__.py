@@ -1,4 +1,7 @@
-"""``python -m agentperf report``: the performance report (also the ``agentperf`` script)."""
+"""``python -m agentperf report``: the performance report (also the ``agentperf`` script).
+
+The command line lives in :mod:`agentperf.report.cli`; this module only runs it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the command line."""
-    from .report import main as report_main
+    """Entry point of the command line (``argv``: ``sys.argv[1:]`` by default)."""
+    from .report.cli import main as cli_main
 
-    return report_main(sys.argv[1:] if argv is None else argv)
+    return cli_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

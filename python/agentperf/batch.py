@@ -37,7 +37,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -643,7 +651,7 @@ class BatchExecutor(Closeable):
     ``BatchExecutor(agent, config)`` or ``BatchExecutor(agent, max_concurrency=..., ...)``
     (any :class:`~agentperf.BatchConfig` field). ``semaphore=ap.Semaphore(n)`` adds one limit
     shared with other executors, threads and loops (a permit per agent call).
-    ``progress=True`` draws a tqdm bar (extra ``agentperf[progress]``); ``on_progress(done,
+    ``progress=True`` draws a tqdm bar (extra ``agentperf-rs[progress]``); ``on_progress(done,
     total)`` is called after each finished item (``total`` is ``None`` for inputs without a
     length). Both can also be given per call.
 
@@ -733,6 +741,7 @@ class BatchExecutor(Closeable):
         on_progress: Callable[[int, int | None], Any] | None = None,
     ) -> BatchResult:
         """Run the agent on every input; returns a :class:`BatchResult` (also on timeout)."""
+        _check_inputs(inputs, "aexecute")
         self._check_open()
         p, cb = self._options(progress, on_progress)
         run = _Run(self, inputs, False, p, cb)
@@ -757,7 +766,8 @@ class BatchExecutor(Closeable):
 
         Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
         """
-        _refuse_in_loop("execute", "aexecute")
+        _check_inputs(inputs, "execute")
+        _refuse_in_loop("execute", "`await ex.aexecute(...)`")
         self._check_open()
         return asyncio.run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
 
@@ -772,6 +782,7 @@ class BatchExecutor(Closeable):
 
         Memory stays flat whatever the input length; leaving the loop cancels the rest.
         """
+        _check_inputs(inputs, "astream")
         self._check_open()
         p, cb = self._options(progress, on_progress)
         return BatchStream(self, inputs, p, cb)
@@ -788,7 +799,8 @@ class BatchExecutor(Closeable):
         The batch runs on a private event loop driven from the consuming thread, between the
         items it yields. ``RuntimeError`` when called from a running event loop.
         """
-        _refuse_in_loop("stream", "astream")
+        _check_inputs(inputs, "stream")
+        _refuse_in_loop("stream", "`async for item in ex.astream(...)`")
         s = self.astream(inputs, progress=progress, on_progress=on_progress)
         return _drive(s)
 
@@ -850,16 +862,35 @@ def _check_progress(progress: Any, on_progress: Any) -> bool:
             importlib.import_module("tqdm")
         except ImportError:
             raise ImportError(
-                "progress=True needs tqdm: install the extra with pip install 'agentperf[progress]'"
+                "progress=True needs tqdm: install the extra with "
+                "pip install 'agentperf-rs[progress]' (or pip install tqdm)"
             ) from None
     return show_bar
 
 
-def _refuse_in_loop(name: str, async_name: str) -> None:
+def _refuse_in_loop(name: str, instead: str) -> None:
     if asyncio._get_running_loop() is not None:
         raise RuntimeError(
             f"BatchExecutor.{name}() blocks, and an event loop is running in this thread: "
-            f"use `await ex.{async_name}(...)` instead"
+            f"use {instead} instead"
+        )
+
+
+def _check_inputs(inputs: object, method: str) -> None:
+    """Refuse the iterables that are almost always one input passed by mistake."""
+    if isinstance(inputs, (str, bytes, bytearray, memoryview)):
+        kind = type(inputs).__name__
+        raise TypeError(
+            f"inputs={show(inputs)}: a {kind} is one input, not a batch of inputs (iterating "
+            f"it would run the agent once per character or byte); pass a list: "
+            f"ex.{method}([x])"
+        )
+    if isinstance(inputs, Mapping):
+        kind = type(inputs).__name__
+        raise TypeError(
+            f"inputs={show(inputs)}: a {kind} is ambiguous as a batch (its keys, its values or "
+            f"itself as one input?); pass a list: ex.{method}(list(d.values())), "
+            f"ex.{method}(list(d.items())) or ex.{method}([d])"
         )
 
 
