@@ -1,0 +1,248 @@
+"""The executor users hold: configuration, the thread pool for blocking agents, totals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import importlib
+import threading
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .._closeable import Closeable
+from .._config import boolean, optional_callable, show
+from ..agent import adapt
+from ..config import BatchConfig, build
+from ..semaphore import Semaphore
+from .results import BatchExecutorStats, BatchItem, BatchResult, BatchStats
+from .run import Run
+from .stream import BatchStream, drive
+
+__all__ = ["BatchExecutor"]
+
+
+class BatchExecutor(Closeable):
+    """Run ``agent`` over many inputs with at most ``max_concurrency`` calls in flight.
+
+    ``BatchExecutor(agent, config)`` or ``BatchExecutor(agent, max_concurrency=..., ...)``
+    (any :class:`~agentperf.BatchConfig` field). ``semaphore=ap.Semaphore(n)`` adds one limit
+    shared with other executors, threads and loops (a permit per agent call).
+    ``progress=True`` draws a tqdm bar (extra ``agentperf[progress]``); ``on_progress(done,
+    total)`` is called after each finished item (``total`` is ``None`` for inputs without a
+    length). Both can also be given per call.
+
+    Holds a thread pool for blocking agents: close it with :meth:`close` or use it as a
+    context manager (``with`` / ``async with``).
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        config: BatchConfig | None = None,
+        /,
+        *,
+        semaphore: Semaphore | None = None,
+        progress: bool = False,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config: BatchConfig = build(BatchConfig, config, overrides)
+        self.agent = agent
+        self._adapter = adapt(agent)
+        if semaphore is not None and not isinstance(semaphore, Semaphore):
+            raise TypeError(f"semaphore={show(semaphore)}: expected an agentperf.Semaphore or None")
+        self.semaphore = semaphore
+        self.progress = _check_progress(progress, on_progress)
+        self.on_progress = on_progress
+        self._lock = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None
+        self._closed = False
+        self._runs = 0  # batches running now (they keep the thread pool past close())
+        self._executions = 0
+        self._total = 0
+        self._success = 0
+        self._failed = 0
+        self._cancelled = 0
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"BatchExecutor({self.agent!r}, max_concurrency={c.max_concurrency}, "
+            f"error_policy={c.error_policy.name})"
+        )
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this BatchExecutor is closed")
+
+    def _async_call(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], Awaitable[Any]]:
+        """The call for a new run, which counts as running until :meth:`_run_ended`."""
+        ad = self._adapter
+        with self._lock:
+            self._check_open()
+            self._runs += 1
+            if ad.native_async or not ad.native_sync:
+                return ad.acall
+            # A blocking agent: our own pool of max_concurrency threads, never the loop's
+            # default.
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(
+                    max_workers=self.config.max_concurrency,
+                    thread_name_prefix="agentperf-batch",
+                )
+            pool = self._threads
+        call = ad.call
+        run_in = loop.run_in_executor
+        copy_context = contextvars.copy_context
+
+        def in_thread(x: Any) -> Awaitable[Any]:
+            return run_in(pool, functools.partial(copy_context().run, call, x))
+
+        return in_thread
+
+    def _options(
+        self, progress: bool | None, on_progress: Callable[[int, int | None], Any] | None
+    ) -> tuple[bool, Callable[[int, int | None], Any] | None]:
+        p = self.progress if progress is None else _check_progress(progress, on_progress)
+        return p, on_progress if on_progress is not None else self.on_progress
+
+    async def aexecute(
+        self,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        progress: bool | None = None,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> BatchResult:
+        """Run the agent on every input; returns a :class:`BatchResult` (also on timeout)."""
+        self._check_open()
+        p, cb = self._options(progress, on_progress)
+        run = Run(self, inputs, streaming=False, progress=p, on_progress=cb).start()
+        try:
+            await asyncio.shield(run.done)
+        except BaseException:
+            await run.wait_closed()
+            raise
+        if run.fatal is not None:
+            raise run.fatal
+        assert run.stats is not None
+        return BatchResult(run.outputs, run.errors, run.stats)
+
+    def execute(
+        self,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        progress: bool | None = None,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> BatchResult:
+        """The blocking twin of :meth:`aexecute` (runs a private event loop).
+
+        Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
+        """
+        _refuse_in_loop("execute", "aexecute")
+        self._check_open()
+        return asyncio.run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
+
+    def astream(
+        self,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        progress: bool | None = None,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> BatchStream:
+        """``async for item in ex.astream(inputs)``: :class:`BatchItem` s as they finish.
+
+        Memory stays flat whatever the input length; leaving the loop cancels the rest.
+        """
+        self._check_open()
+        p, cb = self._options(progress, on_progress)
+        return BatchStream(self, inputs, p, cb)
+
+    def stream(
+        self,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        progress: bool | None = None,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> Iterator[BatchItem]:
+        """The blocking twin of :meth:`astream`: a generator of :class:`BatchItem` s.
+
+        The batch runs on a private event loop driven from the consuming thread, between the
+        items it yields. ``RuntimeError`` when called from a running event loop.
+        """
+        _refuse_in_loop("stream", "astream")
+        s = self.astream(inputs, progress=progress, on_progress=on_progress)
+        return drive(s)
+
+    # --- statistics and lifetime ---------------------------------------------------------
+
+    def _record(self, st: BatchStats) -> None:
+        if not self.config.enable_stats:
+            return
+        with self._lock:
+            self._executions += 1
+            self._total += st.total_count
+            self._success += st.success_count
+            self._failed += st.failure_count
+            self._cancelled += st.cancelled_count
+
+    def stats(self) -> BatchExecutorStats:
+        """Totals across every batch this executor ran (zeros when ``enable_stats=False``)."""
+        with self._lock:
+            total = self._total
+            return BatchExecutorStats(
+                executions=self._executions,
+                total_tasks=total,
+                success_tasks=self._success,
+                failed_tasks=self._failed,
+                cancelled_tasks=self._cancelled,
+                success_rate=100.0 * self._success / total if total else 0.0,
+            )
+
+    def _run_ended(self) -> None:
+        with self._lock:
+            self._runs -= 1
+            pool = None
+            if self._closed and self._runs == 0:
+                pool, self._threads = self._threads, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Release the thread pool; later batches raise ``RuntimeError``. Idempotent.
+
+        Batches already running go on to their end (the thread pool is released when the
+        last one ends). Blocking calls still running (stopped by a timeout) finish in the
+        background.
+        """
+        with self._lock:
+            self._closed = True
+            pool = None
+            if self._runs == 0:
+                pool, self._threads = self._threads, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_progress(progress: Any, on_progress: Any) -> bool:
+    show_bar = boolean("progress", progress)
+    optional_callable("on_progress", on_progress)
+    if show_bar:
+        try:
+            importlib.import_module("tqdm")
+        except ImportError:
+            raise ImportError(
+                "progress=True needs tqdm: install the extra with pip install 'agentperf[progress]'"
+            ) from None
+    return show_bar
+
+
+def _refuse_in_loop(name: str, async_name: str) -> None:
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError(
+            f"BatchExecutor.{name}() blocks, and an event loop is running in this thread: "
+            f"use `await ex.{async_name}(...)` instead"
+        )
