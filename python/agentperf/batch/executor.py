@@ -9,16 +9,20 @@ import importlib
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._closeable import Closeable
 from .._config import boolean, optional_callable, show
 from ..agent import adapt
 from ..config import BatchConfig, build
 from ..semaphore import Semaphore
+from .attempt import Call, layered
 from .results import BatchExecutorStats, BatchItem, BatchResult, BatchStats
 from .run import Run
 from .stream import BatchStream, drive
+
+if TYPE_CHECKING:
+    from ..retry import RetryPolicy
 
 __all__ = ["BatchExecutor"]
 
@@ -29,6 +33,13 @@ class BatchExecutor(Closeable):
     ``BatchExecutor(agent, config)`` or ``BatchExecutor(agent, max_concurrency=..., ...)``
     (any :class:`~agentperf.BatchConfig` field). ``semaphore=ap.Semaphore(n)`` adds one limit
     shared with other executors, threads and loops (a permit per agent call).
+    ``rate_limit=`` (a :class:`~agentperf.RateLimiter`, a ``(RateLimiter, cost)`` pair or a
+    list of them) and ``retry=`` (a :class:`~agentperf.RetryPolicy`) are the same as wrapping
+    the agent in :class:`~agentperf.RateLimitedAgent` and then
+    :class:`~agentperf.RetryingAgent`: every attempt is rate-limited, ``item_timeout`` bounds
+    each attempt's agent call (not its wait for a limiter), and an item sleeping before a retry
+    holds no slot. ``max_concurrency`` may be an :class:`~agentperf.AdaptiveConcurrency`, which
+    then finds the concurrency the backend sustains.
     ``progress=True`` draws a tqdm bar (extra ``agentperf[progress]``); ``on_progress(done,
     total)`` is called after each finished item (``total`` is ``None`` for inputs without a
     length). Both can also be given per call.
@@ -44,6 +55,8 @@ class BatchExecutor(Closeable):
         /,
         *,
         semaphore: Semaphore | None = None,
+        rate_limit: Any = None,
+        retry: RetryPolicy | None = None,
         progress: bool = False,
         on_progress: Callable[[int, int | None], Any] | None = None,
         **overrides: Any,
@@ -54,6 +67,15 @@ class BatchExecutor(Closeable):
         if semaphore is not None and not isinstance(semaphore, Semaphore):
             raise TypeError(f"semaphore={show(semaphore)}: expected an agentperf.Semaphore or None")
         self.semaphore = semaphore
+        self.rate_limit = _limits(rate_limit)
+        if retry is not None:
+            from ..retry import RetryPolicy
+
+            if not isinstance(retry, RetryPolicy):
+                raise TypeError(f"retry={show(retry)}: expected an agentperf.RetryPolicy or None")
+        self.retry = retry
+        mc = self.config.max_concurrency
+        self._adaptive = None if isinstance(mc, int) else mc
         self.progress = _check_progress(progress, on_progress)
         self.on_progress = on_progress
         self._lock = threading.Lock()
@@ -65,6 +87,12 @@ class BatchExecutor(Closeable):
         self._success = 0
         self._failed = 0
         self._cancelled = 0
+
+    @property
+    def _ceiling(self) -> int:
+        """The most agent calls in flight this executor may ever have (its worker count)."""
+        a = self._adaptive
+        return self.config.max_concurrency if a is None else a.max  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         c = self.config
@@ -79,8 +107,22 @@ class BatchExecutor(Closeable):
         if self._closed:
             raise RuntimeError("this BatchExecutor is closed")
 
-    def _async_call(self, loop: asyncio.AbstractEventLoop) -> Callable[[Any], Awaitable[Any]]:
+    def _async_call(self, loop: asyncio.AbstractEventLoop) -> Call:
         """The call for a new run, which counts as running until :meth:`_run_ended`."""
+        fn = self._base_call(loop)
+        plain = self.config.item_timeout is None and self.semaphore is None
+        if plain and not self.rate_limit and self.retry is None and self._adaptive is None:
+            return fn
+        return layered(
+            fn,
+            item_timeout=self.config.item_timeout,
+            semaphore=self.semaphore,
+            adaptive=self._adaptive,
+            limits=self.rate_limit,
+            retry=self.retry,
+        )
+
+    def _base_call(self, loop: asyncio.AbstractEventLoop) -> Call:
         ad = self._adapter
         with self._lock:
             self._check_open()
@@ -91,7 +133,7 @@ class BatchExecutor(Closeable):
             # default.
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(
-                    max_workers=self.config.max_concurrency,
+                    max_workers=self._ceiling,
                     thread_name_prefix="agentperf-batch",
                 )
             pool = self._threads
@@ -200,6 +242,9 @@ class BatchExecutor(Closeable):
                 failed_tasks=self._failed,
                 cancelled_tasks=self._cancelled,
                 success_rate=100.0 * self._success / total if total else 0.0,
+                concurrency=self.config.max_concurrency
+                if self._adaptive is None
+                else self._adaptive.limit,
             )
 
     def _run_ended(self) -> None:
@@ -246,3 +291,26 @@ def _refuse_in_loop(name: str, async_name: str) -> None:
             f"BatchExecutor.{name}() blocks, and an event loop is running in this thread: "
             f"use `await ex.{async_name}(...)` instead"
         )
+
+
+def _limits(value: Any) -> list[Any]:
+    """``rate_limit=``: one limiter, one ``(limiter, cost)`` pair, or a list of them."""
+    if value is None:
+        return []
+    from ..limiter import RateLimiter
+
+    def one(v: Any) -> Any:
+        if isinstance(v, RateLimiter):
+            return v
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], RateLimiter):
+            if not callable(v[1]):
+                raise TypeError(f"rate_limit={show(value)}: a pair's cost must be callable")
+            return v
+        raise TypeError(
+            f"rate_limit={show(value)}: expected a RateLimiter, a (RateLimiter, cost) pair "
+            "or a list of them"
+        )
+
+    if isinstance(value, list):
+        return [one(v) for v in value]
+    return [one(value)]

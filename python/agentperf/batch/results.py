@@ -38,7 +38,9 @@ class BatchStats:
     """Figures of one batch. ``success_count + failure_count + cancelled_count == total_count``.
 
     ``throughput`` is finished (succeeded or failed) items per second; the ``*_item_s`` figures
-    are over finished items (0 when none finished).
+    are over finished items (0 when none finished). ``attempts`` counts the agent calls made,
+    retries included (by the executor's ``retry`` or a ``RetryingAgent`` inside the agent);
+    ``throttled_s`` the seconds items spent waiting for rate limits, summed over items.
     """
 
     total_count: int
@@ -50,6 +52,8 @@ class BatchStats:
     avg_item_s: float
     min_item_s: float
     max_item_s: float
+    attempts: int = 0
+    throttled_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +83,6 @@ class BatchExecutorStats:
     failed_tasks: int
     cancelled_tasks: int
     success_rate: float
+    concurrency: int = dataclasses.field(default=0, compare=False)
+    """The concurrency limit in force now (``max_concurrency``, or an adaptive limit's): a
+    gauge, not a total, so it takes no part in comparisons."""

@@ -2,22 +2,25 @@
 
 A fixed set of ``min(max_concurrency, len(inputs))`` worker tasks pulls inputs one at a time,
 so inputs are consumed lazily and the per-item cost is a function call, not an asyncio task.
-Two worker loops share the work: a lean one when nothing per item is asked for (no item
-timeout, semaphore, progress or stream), and the general one. Both record a failure through
-:meth:`Run.fail` and report their counts into :attr:`Run.tally`.
+What happens around each agent call (retries, rate limits, slots, the item timeout) is the
+call's own business (``attempt``); the run only takes items, records them and stops. Two
+worker loops share the work: a lean one when nothing per item is asked for (no progress, no
+stream), and the general one. Both record a failure through :meth:`Run.fail` and report their
+counts into :attr:`Run.tally`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._meter import METER, Meter
 from ..config import ErrorPolicy
 from ..errors import BatchTimeoutError
+from .attempt import Call
 from .channel import Channel
 from .inputs import Inputs
 from .results import BatchError, BatchItem, BatchStats
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 _INF = float("inf")
-Call = Callable[[Any], Awaitable[Any]]
 
 
 def _progress_bar(total: int | None) -> Any:
@@ -60,12 +62,12 @@ class Run:
         self.loop = asyncio.get_running_loop()
         self.inputs = Inputs(inputs)
         self.fail_fast = cfg.error_policy is ErrorPolicy.FAIL_FAST
-        self.item_timeout = cfg.item_timeout
-        self.sem = ex.semaphore
         self.stop: Stop | None = None
         self.fatal: BaseException | None = None
         self.errors: list[BatchError] = []
         self.tally = Tally()
+        self.meter = Meter()  # what the call's wrappers report: retries, throttled seconds
+        self.calls = 0  # calls of the (layered) agent started by the general worker
         self.streaming = streaming
         self.chan: Channel | None = Channel(max(cfg.max_concurrency, 16)) if streaming else None
         self.stats: BatchStats | None = None
@@ -85,12 +87,12 @@ class Run:
         """Schedule the workers and the batch timer; returns ``self``."""
         cfg = self.ex.config
         total = self.inputs.total
-        n = cfg.max_concurrency if total is None else min(cfg.max_concurrency, total)
+        ceiling = self.ex._ceiling
+        n = ceiling if total is None else min(ceiling, total)
         fn = self.ex._async_call(self.loop)  # counts as running until _finish
         self.alive = n
         self.t0 = time.perf_counter()
-        lean = not (self.streaming or self.item_timeout is not None or self.sem is not None)
-        lean = lean and not self.progress and self.inputs.pairs is not None
+        lean = not (self.streaming or self.progress) and self.inputs.pairs is not None
         for _ in range(n):
             coro = self._lean_worker(fn) if lean else self._worker(fn)
             t = self.loop.create_task(coro)
@@ -136,7 +138,13 @@ class Run:
             # The iterable ran out before its len(): count what it gave.
             total = taken
             del self.outputs[taken:]
-        self.stats = self.tally.to_stats(total if total is not None else taken, duration)
+        m = self.meter
+        self.stats = self.tally.to_stats(
+            total if total is not None else taken,
+            duration,
+            attempts=self.calls + m.calls,
+            throttled_s=m.throttled_s,
+        )
         self.ex._record(self.stats)
         self.ex._run_ended()
         if self.chan is not None:
@@ -185,14 +193,16 @@ class Run:
         outputs = self.outputs
         grow = self.grow
         # Successes are counted in locals (the hot path); failures go through fail().
-        ok, t_sum, t_min, t_max = 0, 0.0, _INF, 0.0
+        ok, calls, t_sum, t_min, t_max = 0, 0, 0.0, _INF, 0.0
         i, x, hi = -1, None, -1
         t0 = 0.0
+        METER.set(self.meter)
         try:
             for i, x in pairs:
                 hi = i
                 if grow:
                     outputs.append(None)
+                calls += 1
                 t0 = pc()
                 try:
                     outputs[i] = await fn(x)
@@ -216,6 +226,7 @@ class Run:
             self._fatal(e)
         finally:
             self.tally.add(ok, t_sum, t_min, t_max)
+            self.calls += calls
             self.inputs.took(hi)
 
     async def _next(self) -> tuple[int, Any] | None:
@@ -231,48 +242,30 @@ class Run:
         return nxt
 
     async def _worker(self, fn: Call) -> None:
-        """The general loop: semaphore, item timeout, progress, streaming."""
+        """The general loop: progress and streaming."""
         pc = time.perf_counter
-        sem = self.sem
-        item_timeout = self.item_timeout
         chan = self.chan
-        holding = False  # a semaphore permit for the current item
+        METER.set(self.meter)
         try:
             while self.stop is None:
                 nxt = await self._next()
                 if nxt is None:
                     break
                 i, x = nxt
-                if sem is not None and not sem.try_acquire():
-                    await sem.aacquire()
-                holding = sem is not None
+                self.calls += 1
                 t0 = pc()
                 try:
-                    if item_timeout is None:
-                        out = await fn(x)
-                    else:
-                        out = await _with_timeout(fn(x), item_timeout, i)
+                    out = await fn(x)
                 except Exception as e:
-                    dt = pc() - t0
-                    if holding:
-                        holding = False
-                        sem.release()  # type: ignore[union-attr]
-                    self.fail(i, x, e, dt)
+                    self.fail(i, x, e, pc() - t0)
                     if self.stop is not None:
                         return
                     continue
                 except asyncio.CancelledError:
-                    dt = pc() - t0
-                    if holding:
-                        holding = False
-                        sem.release()  # type: ignore[union-attr]
                     if self.stop is Stop.TIMEOUT:
-                        self.fail(i, x, self._timed_out(i), dt)
+                        self.fail(i, x, self._timed_out(i), pc() - t0)
                     raise
                 dt = pc() - t0
-                if holding:
-                    holding = False
-                    sem.release()  # type: ignore[union-attr]
                 if not self.streaming:
                     self.outputs[i] = out
                 self.tally.record(dt, True)
@@ -290,22 +283,4 @@ class Run:
         except asyncio.CancelledError:
             pass
         except BaseException as e:  # the input iterable or on_progress raised
-            if holding and sem is not None:
-                sem.release()
             self._fatal(e)
-
-
-async def _with_timeout(aw: Awaitable[Any], seconds: float, i: int) -> Any:
-    if sys.version_info >= (3, 11):
-        cm = asyncio.timeout(seconds)
-        try:
-            async with cm:
-                return await aw
-        except TimeoutError:
-            if cm.expired():
-                raise TimeoutError(f"item {i} exceeded item_timeout={seconds} s") from None
-            raise
-    try:  # pragma: no cover - Python 3.10
-        return await asyncio.wait_for(aw, seconds)
-    except asyncio.TimeoutError:  # pragma: no cover
-        raise TimeoutError(f"item {i} exceeded item_timeout={seconds} s") from None

@@ -50,7 +50,9 @@ class Tally:
         self.failed += other.failed
         self.add(other.succeeded, other.sum_s, other.min_s, other.max_s)
 
-    def to_stats(self, total: int, duration: float) -> BatchStats:
+    def to_stats(
+        self, total: int, duration: float, *, attempts: int = 0, throttled_s: float = 0.0
+    ) -> BatchStats:
         """The :class:`BatchStats` of a batch of ``total`` items that ran ``duration`` s."""
         finished = self.finished
         return BatchStats(
@@ -63,4 +65,6 @@ class Tally:
             avg_item_s=self.sum_s / finished if finished else 0.0,
             min_item_s=self.min_s if finished else 0.0,
             max_item_s=self.max_s,
+            attempts=attempts,
+            throttled_s=throttled_s,
         )
