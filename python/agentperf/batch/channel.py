@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 from .results import BatchItem
 
@@ -20,13 +21,13 @@ class Channel:
     __slots__ = ("buf", "cap", "closed", "getter", "putters")
 
     def __init__(self, cap: int) -> None:
-        self.buf: deque[BatchItem] = deque()
+        self.buf: deque[BatchItem[Any, Any]] = deque()
         self.cap = cap
         self.closed = False
         self.getter: asyncio.Future[None] | None = None
         self.putters: deque[asyncio.Future[None]] = deque()
 
-    def push_nowait(self, item: BatchItem) -> None:
+    def push_nowait(self, item: BatchItem[Any, Any]) -> None:
         self.buf.append(item)
         g = self.getter
         if g is not None:
@@ -34,7 +35,7 @@ class Channel:
             if not g.done():
                 g.set_result(None)
 
-    async def push(self, item: BatchItem) -> None:
+    async def push(self, item: BatchItem[Any, Any]) -> None:
         while len(self.buf) >= self.cap and not self.closed:
             fut = asyncio.get_running_loop().create_future()
             self.putters.append(fut)
@@ -58,7 +59,7 @@ class Channel:
                 if not self.closed:
                     return
 
-    async def pop(self) -> BatchItem | None:
+    async def pop(self) -> BatchItem[Any, Any] | None:
         """The next item, or ``None`` once closed and drained."""
         while not self.buf:
             if self.closed:

@@ -9,7 +9,7 @@ import importlib
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .._closeable import Closeable
 from .._config import boolean, optional_callable, show
@@ -22,12 +22,25 @@ from .run import Run
 from .stream import BatchStream, drive
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .._types import (
+        ExecutorOptions,
+        SupportsAexecute,
+        SupportsAinvoke,
+        SupportsExecute,
+        SupportsInvoke,
+    )
+    from ..adaptive import AdaptiveConcurrency
     from ..retry import RetryPolicy
+
+I = TypeVar("I")  # noqa: E741 - the input type, as API.md writes BatchExecutor[I, O]
+O = TypeVar("O")  # noqa: E741 - the output type
 
 __all__ = ["BatchExecutor"]
 
 
-class BatchExecutor(Closeable):
+class BatchExecutor(Closeable, Generic[I, O]):
     """Run ``agent`` over many inputs with at most ``max_concurrency`` calls in flight.
 
     ``BatchExecutor(agent, config)`` or ``BatchExecutor(agent, max_concurrency=..., ...)``
@@ -48,6 +61,38 @@ class BatchExecutor(Closeable):
     context manager (``with`` / ``async with``).
     """
 
+    @overload
+    def __init__(
+        self: BatchExecutor[I, O],
+        agent: Callable[[I], Awaitable[O]],
+        config: BatchConfig | None = None,
+        /,
+        **options: Unpack[ExecutorOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchExecutor[I, O],
+        agent: SupportsAexecute[I, O] | SupportsAinvoke[I, O],
+        config: BatchConfig | None = None,
+        /,
+        **options: Unpack[ExecutorOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchExecutor[I, O],
+        agent: SupportsExecute[I, O] | SupportsInvoke[I, O],
+        config: BatchConfig | None = None,
+        /,
+        **options: Unpack[ExecutorOptions],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchExecutor[I, O],
+        agent: Callable[[I], O],
+        config: BatchConfig | None = None,
+        /,
+        **options: Unpack[ExecutorOptions],
+    ) -> None: ...
     def __init__(
         self,
         agent: Any,
@@ -75,7 +120,7 @@ class BatchExecutor(Closeable):
                 raise TypeError(f"retry={show(retry)}: expected an agentperf.RetryPolicy or None")
         self.retry = retry
         mc = self.config.max_concurrency
-        self._adaptive = None if isinstance(mc, int) else mc
+        self._adaptive: AdaptiveConcurrency | None = None if isinstance(mc, int) else mc
         self.progress = _check_progress(progress, on_progress)
         self.on_progress = on_progress
         self._lock = threading.Lock()
@@ -92,7 +137,11 @@ class BatchExecutor(Closeable):
     def _ceiling(self) -> int:
         """The most agent calls in flight this executor may ever have (its worker count)."""
         a = self._adaptive
-        return self.config.max_concurrency if a is None else a.max  # type: ignore[return-value]
+        if a is not None:
+            return a.max
+        mc = self.config.max_concurrency
+        assert isinstance(mc, int)
+        return mc
 
     def __repr__(self) -> str:
         c = self.config
@@ -154,11 +203,11 @@ class BatchExecutor(Closeable):
 
     async def aexecute(
         self,
-        inputs: Iterable[Any] | AsyncIterable[Any],
+        inputs: Iterable[I] | AsyncIterable[I],
         *,
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
-    ) -> BatchResult:
+    ) -> BatchResult[O]:
         """Run the agent on every input; returns a :class:`BatchResult` (also on timeout)."""
         self._check_open()
         p, cb = self._options(progress, on_progress)
@@ -175,11 +224,11 @@ class BatchExecutor(Closeable):
 
     def execute(
         self,
-        inputs: Iterable[Any] | AsyncIterable[Any],
+        inputs: Iterable[I] | AsyncIterable[I],
         *,
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
-    ) -> BatchResult:
+    ) -> BatchResult[O]:
         """The blocking twin of :meth:`aexecute` (runs a private event loop).
 
         Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
@@ -190,11 +239,11 @@ class BatchExecutor(Closeable):
 
     def astream(
         self,
-        inputs: Iterable[Any] | AsyncIterable[Any],
+        inputs: Iterable[I] | AsyncIterable[I],
         *,
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
-    ) -> BatchStream:
+    ) -> BatchStream[I, O]:
         """``async for item in ex.astream(inputs)``: :class:`BatchItem` s as they finish.
 
         Memory stays flat whatever the input length; leaving the loop cancels the rest.
@@ -205,11 +254,11 @@ class BatchExecutor(Closeable):
 
     def stream(
         self,
-        inputs: Iterable[Any] | AsyncIterable[Any],
+        inputs: Iterable[I] | AsyncIterable[I],
         *,
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
-    ) -> Iterator[BatchItem]:
+    ) -> Iterator[BatchItem[I, O]]:
         """The blocking twin of :meth:`astream`: a generator of :class:`BatchItem` s.
 
         The batch runs on a private event loop driven from the consuming thread, between the
@@ -242,9 +291,7 @@ class BatchExecutor(Closeable):
                 failed_tasks=self._failed,
                 cancelled_tasks=self._cancelled,
                 success_rate=100.0 * self._success / total if total else 0.0,
-                concurrency=self.config.max_concurrency
-                if self._adaptive is None
-                else self._adaptive.limit,
+                concurrency=self._ceiling if self._adaptive is None else self._adaptive.limit,
             )
 
     def _run_ended(self) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+import sys
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 __all__ = ["BatchError", "BatchExecutorStats", "BatchItem", "BatchResult", "BatchStats"]
+
+I = TypeVar("I")  # noqa: E741 - an item's input type
+O = TypeVar("O")  # noqa: E741 - an item's output type
 
 
 class BatchError(NamedTuple):
@@ -16,21 +20,39 @@ class BatchError(NamedTuple):
     error: BaseException
 
 
-class BatchItem(NamedTuple):
-    """One finished item, as :meth:`BatchExecutor.astream` yields it (in completion order).
+if TYPE_CHECKING or sys.version_info >= (3, 11):
 
-    ``output`` is ``None`` and ``error`` the exception when the item failed.
-    """
+    class BatchItem(NamedTuple, Generic[I, O]):
+        """One finished item, as :meth:`BatchExecutor.astream` yields it (in completion order).
 
-    index: int  # type: ignore[assignment]
-    input: Any
-    output: Any
-    error: BaseException | None
+        ``output`` is ``None`` and ``error`` the exception when the item failed.
+        ``BatchItem[I, O]`` on Python >= 3.11 (a generic named tuple); plain on 3.10.
+        """
 
-    @property
-    def ok(self) -> bool:
-        """Whether the agent call succeeded."""
-        return self.error is None
+        index: int  # type: ignore[assignment]
+        input: I
+        output: O | None
+        error: BaseException | None
+
+        @property
+        def ok(self) -> bool:
+            """Whether the agent call succeeded."""
+            return self.error is None
+
+else:  # pragma: no cover - Python 3.10: no generic named tuples
+
+    class BatchItem(NamedTuple):
+        """One finished item (see the Python >= 3.11 definition above)."""
+
+        index: int
+        input: Any
+        output: Any
+        error: BaseException | None
+
+        @property
+        def ok(self) -> bool:
+            """Whether the agent call succeeded."""
+            return self.error is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +79,7 @@ class BatchStats:
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchResult:
+class BatchResult(Generic[O]):
     """What :meth:`BatchExecutor.aexecute` returns.
 
     ``outputs`` is in input order with ``None`` where the item failed or did not run;
@@ -65,7 +87,7 @@ class BatchResult:
     (``len(errors) == stats.failure_count``).
     """
 
-    outputs: list[Any]
+    outputs: list[O | None]
     errors: list[BatchError]
     stats: BatchStats
 

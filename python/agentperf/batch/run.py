@@ -50,7 +50,7 @@ class Run:
 
     def __init__(
         self,
-        ex: BatchExecutor,
+        ex: BatchExecutor[Any, Any],
         inputs: Iterable[Any] | AsyncIterable[Any],
         *,
         streaming: bool,
@@ -69,7 +69,7 @@ class Run:
         self.meter = Meter()  # what the call's wrappers report: retries, throttled seconds
         self.calls = 0  # calls of the (layered) agent started by the general worker
         self.streaming = streaming
-        self.chan: Channel | None = Channel(max(cfg.max_concurrency, 16)) if streaming else None
+        self.chan: Channel | None = Channel(max(ex._ceiling, 16)) if streaming else None
         self.stats: BatchStats | None = None
         total = self.inputs.total
         self.grow = total is None and not streaming

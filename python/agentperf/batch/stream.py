@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .results import BatchItem, BatchStats
 from .run import Run
@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchStream", "drive"]
 
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
 
-class BatchStream(AsyncIterator[BatchItem]):
+
+class BatchStream(AsyncIterator[BatchItem[I, O]], Generic[I, O]):
     """The async iterator :meth:`BatchExecutor.astream` returns; items in completion order.
 
     Leaving the ``async for`` early cancels the rest (at once when the iterator is dropped;
@@ -27,7 +30,7 @@ class BatchStream(AsyncIterator[BatchItem]):
 
     def __init__(
         self,
-        ex: BatchExecutor,
+        ex: BatchExecutor[I, O],
         inputs: Iterable[Any] | AsyncIterable[Any],
         progress: bool,
         on_progress: Callable[[int, int | None], Any] | None,
@@ -44,10 +47,10 @@ class BatchStream(AsyncIterator[BatchItem]):
         """The batch's figures once it has ended (``None`` before)."""
         return self._run.stats if self._run is not None else None
 
-    def __aiter__(self) -> BatchStream:
+    def __aiter__(self) -> BatchStream[I, O]:
         return self
 
-    async def __anext__(self) -> BatchItem:
+    async def __anext__(self) -> BatchItem[I, O]:
         if self._closed:
             raise StopAsyncIteration
         run = self._run
@@ -86,7 +89,7 @@ class BatchStream(AsyncIterator[BatchItem]):
         if self._run is not None:
             await self._run.wait_closed()
 
-    async def __aenter__(self) -> BatchStream:
+    async def __aenter__(self) -> BatchStream[I, O]:
         return self
 
     async def __aexit__(
@@ -107,7 +110,7 @@ class BatchStream(AsyncIterator[BatchItem]):
             run.loop.call_soon_threadsafe(run.cancel, Stop.CLOSED)
 
 
-def drive(s: BatchStream) -> Iterator[BatchItem]:
+def drive(s: BatchStream[I, O]) -> Iterator[BatchItem[I, O]]:
     """A blocking generator over ``s``, on a private loop run between the items it yields."""
     loop = asyncio.new_event_loop()
     try:
