@@ -28,12 +28,14 @@ item error: it stops the batch and is raised from ``aexecute``/``execute``/the s
 The package, one concept a module: ``results`` (the types a batch returns), ``inputs`` (the
 lazy input, with ``taken`` and ``total``), ``tally`` (counts and timings), ``stop`` (why a run
 ended early), ``run`` (one batch: workers, timer, the one failure path, ``start()``),
-``channel`` and ``stream`` (items as they finish), ``executor`` (what users hold).
+``channel`` and ``stream`` (items as they finish), ``attempt`` (the layers around one agent
+call), ``raybackend`` (the items on Ray actors), ``executor`` (what users hold).
 """
 
 from __future__ import annotations
 
 from .executor import BatchExecutor
+from .raybackend import RayBackend
 from .results import BatchError, BatchExecutorStats, BatchItem, BatchResult, BatchStats
 from .stop import Stop
 from .stream import BatchStream
@@ -46,5 +48,6 @@ __all__ = [
     "BatchResult",
     "BatchStats",
     "BatchStream",
+    "RayBackend",
     "Stop",
 ]

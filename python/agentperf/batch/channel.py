@@ -59,6 +59,17 @@ class Channel:
                 if not self.closed:
                     return
 
+    def drain(self, first: BatchItem[Any, Any] | None = None) -> list[BatchItem[Any, Any]]:
+        """``first`` (if given) and every item buffered now, waking the workers waiting."""
+        out = [] if first is None else [first]
+        out.extend(self.buf)
+        self.buf.clear()
+        for _ in range(len(out)):  # as many workers as slots freed
+            if not self.putters:
+                break
+            self.push_wake()
+        return out
+
     async def pop(self) -> BatchItem[Any, Any] | None:
         """The next item, or ``None`` once closed and drained."""
         while not self.buf:

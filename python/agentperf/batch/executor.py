@@ -7,7 +7,7 @@ import contextvars
 import functools
 import importlib
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     )
     from ..adaptive import AdaptiveConcurrency
     from ..retry import RetryPolicy
+    from .raybackend import RayBackend
 
 I = TypeVar("I")  # noqa: E741 - the input type, as API.md writes BatchExecutor[I, O]
 O = TypeVar("O")  # noqa: E741 - the output type
@@ -102,6 +103,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
         semaphore: Semaphore | None = None,
         rate_limit: Any = None,
         retry: RetryPolicy | None = None,
+        backend: RayBackend | None = None,
         progress: bool = False,
         on_progress: Callable[[int, int | None], Any] | None = None,
         **overrides: Any,
@@ -119,6 +121,20 @@ class BatchExecutor(Closeable, Generic[I, O]):
             if not isinstance(retry, RetryPolicy):
                 raise TypeError(f"retry={show(retry)}: expected an agentperf.RetryPolicy or None")
         self.retry = retry
+        if backend is not None:
+            from .raybackend import RayBackend
+
+            if not isinstance(backend, RayBackend):
+                raise TypeError(
+                    f"backend={show(backend)}: expected an agentperf.RayBackend or None"
+                )
+            if semaphore is not None or self.rate_limit:
+                raise ValueError(
+                    "backend=RayBackend(...): semaphore= and rate_limit= hold in one process "
+                    "only, so each actor would let the whole limit through; wrap the agent in "
+                    "RateLimitedAgent with a cluster-wide limiter instead"
+                )
+        self.backend = backend
         mc = self.config.max_concurrency
         self._adaptive: AdaptiveConcurrency | None = None if isinstance(mc, int) else mc
         self.progress = _check_progress(progress, on_progress)
@@ -171,6 +187,12 @@ class BatchExecutor(Closeable, Generic[I, O]):
             retry=self.retry,
         )
 
+    def _begin(self) -> None:
+        """A run starts: it keeps the executor's resources until :meth:`_run_ended`."""
+        with self._lock:
+            self._check_open()
+            self._runs += 1
+
     def _base_call(self, loop: asyncio.AbstractEventLoop) -> Call:
         ad = self._adapter
         with self._lock:
@@ -221,6 +243,50 @@ class BatchExecutor(Closeable, Generic[I, O]):
             raise run.fatal
         assert run.stats is not None
         return BatchResult(run.outputs, run.errors, run.stats)
+
+    async def _stream_chunk(
+        self, items: list[Any], timeout: float | None
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """One chunk of a distributed batch (on a Ray actor), as it finishes: messages of
+        ``(successes, errors, seconds, min_s, max_s, attempts, throttled_s)`` — outcomes by
+        position in the chunk, figures since the last message. ``timeout`` is what the batch
+        has left."""
+        run = Run(self, items, streaming=True, progress=False, on_progress=None, timeout=timeout)
+        run.start()
+        chan = run.chan
+        assert chan is not None
+        sent_s, sent_calls, sent_throttled = 0.0, 0, 0.0
+
+        def message(first: BatchItem[Any, Any] | None) -> tuple[Any, ...]:
+            nonlocal sent_s, sent_calls, sent_throttled
+            ok: list[tuple[int, Any]] = []
+            errors: list[tuple[int, BaseException]] = []
+            for item in chan.drain(first):
+                if item.error is None:
+                    ok.append((item.index, item.output))
+                else:
+                    errors.append((item.index, item.error))
+            t, m = run.tally, run.meter
+            calls = run.calls + m.calls
+            msg = (ok, errors, t.sum_s - sent_s, t.min_s, t.max_s, calls - sent_calls)
+            sent_s, sent_calls = t.sum_s, calls
+            throttled, sent_throttled = m.throttled_s - sent_throttled, m.throttled_s
+            return (*msg, throttled)
+
+        try:
+            while True:
+                item = await chan.pop()
+                if item is None:
+                    break
+                await asyncio.sleep(0)  # let the calls finishing now join this message
+                yield message(item)
+            await asyncio.shield(run.done)
+            yield message(None)  # the last figures (calls still running when it stopped)
+        except BaseException:
+            await run.wait_closed()
+            raise
+        if run.fatal is not None:
+            raise run.fatal
 
     def execute(
         self,
@@ -298,25 +364,31 @@ class BatchExecutor(Closeable, Generic[I, O]):
         with self._lock:
             self._runs -= 1
             pool = None
-            if self._closed and self._runs == 0:
+            last = self._closed and self._runs == 0
+            if last:
                 pool, self._threads = self._threads, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if last and self.backend is not None:
+            self.backend.close()
 
     def close(self) -> None:
         """Release the thread pool; later batches raise ``RuntimeError``. Idempotent.
 
         Batches already running go on to their end (the thread pool is released when the
         last one ends). Blocking calls still running (stopped by a timeout) finish in the
-        background.
+        background. A :class:`~agentperf.RayBackend`'s actors end with the last batch.
         """
         with self._lock:
             self._closed = True
             pool = None
-            if self._runs == 0:
+            idle = self._runs == 0
+            if idle:
                 pool, self._threads = self._threads, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if idle and self.backend is not None:
+            self.backend.close()
 
 
 def _check_progress(progress: Any, on_progress: Any) -> bool:

@@ -62,7 +62,8 @@ class BatchStats:
     ``throughput`` is finished (succeeded or failed) items per second; the ``*_item_s`` figures
     are over finished items (0 when none finished). ``attempts`` counts the agent calls made,
     retries included (by the executor's ``retry`` or a ``RetryingAgent`` inside the agent);
-    ``throttled_s`` the seconds items spent waiting for rate limits, summed over items.
+    ``throttled_s`` the seconds items spent waiting for rate limits, summed over items;
+    ``rerun`` the items run again because the Ray actor running them died.
     """
 
     total_count: int
@@ -76,6 +77,7 @@ class BatchStats:
     max_item_s: float
     attempts: int = 0
     throttled_s: float = 0.0
+    rerun: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

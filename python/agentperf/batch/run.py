@@ -56,8 +56,12 @@ class Run:
         streaming: bool,
         progress: bool,
         on_progress: Callable[[int, int | None], Any] | None,
+        timeout: float | bool | None = True,
     ) -> None:
         cfg = ex.config
+        # The batch timeout: the config's unless given (a chunk run on a Ray actor gets the
+        # time its batch has left).
+        self.timeout = cfg.timeout if timeout is True else timeout
         self.ex = ex
         self.loop = asyncio.get_running_loop()
         self.inputs = Inputs(inputs)
@@ -82,27 +86,56 @@ class Run:
         self.timer: asyncio.TimerHandle | None = None
         self.alive = 0
         self.t0 = 0.0
+        self.dispatch: Any = None  # the Ray dispatchers, when the executor has a backend
 
     def start(self) -> Run:
         """Schedule the workers and the batch timer; returns ``self``."""
-        cfg = self.ex.config
         total = self.inputs.total
-        ceiling = self.ex._ceiling
-        n = ceiling if total is None else min(ceiling, total)
-        fn = self.ex._async_call(self.loop)  # counts as running until _finish
-        self.alive = n
         self.t0 = time.perf_counter()
-        lean = not (self.streaming or self.progress) and self.inputs.pairs is not None
-        for _ in range(n):
-            coro = self._lean_worker(fn) if lean else self._worker(fn)
+        backend = self.ex.backend
+        if backend is not None:
+            from .raybackend import RayDispatch
+
+            self.ex._begin()  # counts as running until _finish
+            try:
+                self.dispatch = RayDispatch(self, backend)
+            except BaseException:
+                self.ex._run_ended()
+                raise
+            coros = self.dispatch.coroutines()
+        else:
+            ceiling = self.ex._ceiling
+            n = ceiling if total is None else min(ceiling, total)
+            fn = self.ex._async_call(self.loop)  # counts as running until _finish
+            lean = not (self.streaming or self.progress) and self.inputs.pairs is not None
+            coros = [self._lean_worker(fn) if lean else self._worker(fn) for _ in range(n)]
+        if total == 0:
+            for c in coros:
+                c.close()
+            coros = []
+        self.alive = len(coros)
+        for coro in coros:
             t = self.loop.create_task(coro)
             t.add_done_callback(self._worker_done)
             self.tasks.append(t)
-        if cfg.timeout is not None:
-            self.timer = self.loop.call_later(cfg.timeout, self.cancel, Stop.TIMEOUT)
-        if n == 0:
+        if self.timeout is not None:
+            self.timer = self.loop.call_later(self.timeout, self._timed_out_batch)
+        if not coros:
             self._finish()
         return self
+
+    def _timed_out_batch(self) -> None:
+        if self.dispatch is None:
+            self.cancel(Stop.TIMEOUT)
+            return
+        # Ray chunks carry the deadline and report their running calls as timed out
+        # themselves; take nothing more, and cancel what has not reported after a grace.
+        if self.stop is None:
+            self.stop = Stop.TIMEOUT
+        self.inputs.stop()
+        from .raybackend import _TIMEOUT_GRACE_S
+
+        self.timer = self.loop.call_later(_TIMEOUT_GRACE_S, self.cancel, Stop.TIMEOUT)
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -134,6 +167,8 @@ class Run:
         duration = time.perf_counter() - self.t0
         taken = self.inputs.taken
         total = self.inputs.total
+        if self.dispatch is not None:
+            self.dispatch.cancel_remote()
         if total is not None and self.stop is None and taken < total:
             # The iterable ran out before its len(): count what it gave.
             total = taken
@@ -144,6 +179,7 @@ class Run:
             duration,
             attempts=self.calls + m.calls,
             throttled_s=m.throttled_s,
+            rerun=0 if self.dispatch is None else self.dispatch.rerun,
         )
         self.ex._record(self.stats)
         self.ex._run_ended()

@@ -51,7 +51,13 @@ class Tally:
         self.add(other.succeeded, other.sum_s, other.min_s, other.max_s)
 
     def to_stats(
-        self, total: int, duration: float, *, attempts: int = 0, throttled_s: float = 0.0
+        self,
+        total: int,
+        duration: float,
+        *,
+        attempts: int = 0,
+        throttled_s: float = 0.0,
+        rerun: int = 0,
     ) -> BatchStats:
         """The :class:`BatchStats` of a batch of ``total`` items that ran ``duration`` s."""
         finished = self.finished
@@ -67,4 +73,5 @@ class Tally:
             max_item_s=self.max_s,
             attempts=attempts,
             throttled_s=throttled_s,
+            rerun=rerun,
         )
