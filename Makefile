@@ -62,7 +62,8 @@ wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, 
 	$(BIN)/maturin build --release -q --out dist
 	ls dist/agentperf_rs-*-abi3-*.whl
 	$(PYTHON) -m venv .wheel-venv
-	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q dist/agentperf_rs-*-abi3-*.whl
+	@# The [ray] extra too: examples/ray_batch.py runs on it.
+	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q -q "$$(ls dist/agentperf_rs-*-abi3-*.whl)[ray]"
 	cd /tmp && env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python -c \
 	  "import agentperf, sys; assert '.wheel-venv' in agentperf.__file__, agentperf.__file__"
 	cd /tmp && for e in $(abspath examples)/*.py; do \
@@ -92,7 +93,7 @@ lint: install ## formatting, clippy, ruff, mypy --strict, stubtest
 	cargo clippy --all-targets -q -- -D warnings
 	$(BIN)/ruff check python tests benches examples
 	$(BIN)/ruff format --check python tests benches examples
-	$(BIN)/mypy --strict python/agentperf examples
+	$(BIN)/mypy --strict python/agentperf examples tests/typecheck_sample.py
 	$(BIN)/python -m mypy.stubtest agentperf._agentperf
 
 .PHONY: fmt

@@ -22,6 +22,7 @@ from .batch import (
     BatchItem,
     BatchResult,
     BatchStats,
+    RayBackend,
 )
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
@@ -54,6 +55,7 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RayBackend",
     "Semaphore",
     "__version__",
     "cached",

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config as v
+
+if TYPE_CHECKING:
+    from .adaptive import AdaptiveConcurrency
 
 __all__ = ["BatchConfig", "CacheConfig", "ErrorPolicy", "PoolConfig"]
 
@@ -112,8 +115,9 @@ class ErrorPolicy(enum.Enum):
 class BatchConfig:
     """Settings of a :class:`~agentperf.BatchExecutor` (the seed's ``DefaultBatchConfig``)."""
 
-    max_concurrency: int = 10
-    """Most agent calls in flight at once."""
+    max_concurrency: int | AdaptiveConcurrency = 10
+    """Most agent calls in flight at once, or an :class:`~agentperf.AdaptiveConcurrency` that
+    finds the limit the backend sustains (between its ``min`` and ``max``)."""
     timeout: float | None = 300.0
     """Seconds for the whole batch; ``None`` means no limit."""
     item_timeout: float | None = None
@@ -125,7 +129,9 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "max_concurrency", v.integer("max_concurrency", self.max_concurrency, minimum=1))
+        mc = self.max_concurrency
+        if isinstance(mc, int) or not _is_adaptive(mc):
+            set_(self, "max_concurrency", v.integer("max_concurrency", mc, minimum=1))
         for name in ("timeout", "item_timeout"):
             s = v.seconds(name, getattr(self, name))
             set_(self, name, None if s == float("inf") else s)
@@ -145,6 +151,12 @@ class BatchConfig:
             )
         set_(self, "error_policy", policy)
         set_(self, "enable_stats", v.boolean("enable_stats", self.enable_stats))
+
+
+def _is_adaptive(value: Any) -> bool:
+    from .adaptive import AdaptiveConcurrency
+
+    return isinstance(value, AdaptiveConcurrency)
 
 
 def build(cls: type[Any], config: Any, overrides: dict[str, Any]) -> Any:

@@ -1,0 +1,51 @@
+"""Types users can lean on, checked by ``mypy --strict`` in ``make lint`` (never executed).
+
+Each ``assert_type`` states what a checker infers; each ``# type: ignore[...]`` marks a call
+that must be an error (``warn_unused_ignores`` fails the check if it is not).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import agentperf as ap
+
+if TYPE_CHECKING:
+    from typing_extensions import assert_type
+
+
+async def summarize(text: str) -> int:
+    return len(text)
+
+
+def classify(n: int) -> float:
+    return n / 2
+
+
+class Model:
+    def execute(self, prompt: str, /) -> bytes:
+        return prompt.encode()
+
+    async def aexecute(self, prompt: str, /) -> bytes:
+        return prompt.encode()
+
+
+async def batches() -> None:
+    ex = ap.BatchExecutor(summarize, max_concurrency=3)
+    assert_type(ex, ap.BatchExecutor[str, int])
+    result = await ex.aexecute(["a", "bb"])
+    assert_type(result, ap.BatchResult[int])
+    assert_type(result.outputs, list[int | None])
+    async for item in ex.astream(["a"]):
+        assert_type(item, ap.BatchItem[str, int])
+        assert_type(item.output, int | None)
+    for item2 in ex.stream(["a"]):
+        assert_type(item2.input, str)
+
+    assert_type(ap.BatchExecutor(classify), ap.BatchExecutor[int, float])
+    assert_type(ap.BatchExecutor(Model()), ap.BatchExecutor[str, bytes])
+    assert_type(ap.BatchExecutor(summarize, ap.BatchConfig()), ap.BatchExecutor[str, int])
+
+    ap.BatchExecutor(summarize, concurrency=3)  # type: ignore[call-overload]
+    ap.BatchExecutor(summarize, max_concurrency="3")  # type: ignore[call-overload]
+    await ex.aexecute([1, 2])  # type: ignore[list-item]
