@@ -27,6 +27,7 @@ from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .pool import AgentPool, PoolStats
+from .retry import RetryingAgent, RetryPolicy, RetryStats
 from .semaphore import Semaphore
 
 __version__: str = _agentperf.__version__
@@ -54,6 +55,9 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RetryPolicy",
+    "RetryStats",
+    "RetryingAgent",
     "Semaphore",
     "__version__",
     "cached",
