@@ -14,6 +14,7 @@ import os as _os
 
 from . import _agentperf
 from ._agentperf import hash_key
+from .adaptive import AdaptiveConcurrency, AdaptiveStats
 from .agent import Agent, AgentAdapter
 from .batch import (
     BatchError,
@@ -33,6 +34,8 @@ from .semaphore import Semaphore
 __version__: str = _agentperf.__version__
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "AdaptiveStats",
     "Agent",
     "AgentAdapter",
     "AgentPerfError",
