@@ -4,6 +4,7 @@ a backend whose capacity halves mid-run."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import weakref
 from typing import Any
@@ -380,6 +381,46 @@ async def test_release_from_another_thread_wakes_the_loop() -> None:
     assert ctl.in_flight == 1
 
 
+@pytest.mark.timeout(10)
+async def test_a_slot_handed_over_from_another_thread_to_a_cancelled_waiter_comes_back() -> None:
+    ctl = ap.AdaptiveConcurrency(initial=2, min=2, max=2)
+    await ctl.acquire()
+    await ctl.acquire()
+    waiter = asyncio.create_task(ctl.acquire())
+    await asyncio.sleep(0.01)
+    # The other thread grants the waiter its slot; the hand-over waits for this loop, which
+    # is blocked in join(), so the waiter is cancelled before the slot reaches it.
+    t = threading.Thread(target=ctl.release, args=(0.01,))
+    t.start()
+    t.join()
+    assert ctl.in_flight == 2 and ctl.stats().waiting == 0
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.sleep(0.01)
+    assert ctl.in_flight == 1
+    assert ctl.try_acquire()
+
+
+class Exit(BaseException):
+    pass
+
+
+@pytest.mark.timeout(10)
+async def test_a_waiter_ended_by_another_base_exception_leaks_no_slot() -> None:
+    ctl = ap.AdaptiveConcurrency(initial=1, min=1, max=1)
+    await ctl.acquire()
+    coro = ctl.acquire()
+    coro.send(None)  # parked on its future
+    t = threading.Thread(target=ctl.release, args=(0.01,))
+    t.start()
+    t.join()  # the grant is on its way to this loop
+    with pytest.raises(Exit):
+        coro.throw(Exit())
+    await asyncio.sleep(0.01)
+    assert ctl.in_flight == 0 and ctl.try_acquire()
+
+
 # --- a backend whose capacity halves mid-run --------------------------------------------------
 
 
@@ -437,3 +478,47 @@ async def test_capacity_halving_mid_run_still_completes_every_item() -> None:
     assert 2 <= sum(tail) / len(tail) <= 6, tail
     assert max(tail) <= 8, tail
     assert overloads <= items // 4, overloads  # no retry storm
+
+
+@pytest.mark.timeout(60)
+def test_two_loops_in_two_threads_share_one_controller_without_leaks() -> None:
+    """Slots handed between loops (call_soon_threadsafe), with waiters cancelled meanwhile:
+    never more than the limit in flight, nothing leaked at the end."""
+    ctl = ap.AdaptiveConcurrency(initial=3, min=3, max=3)
+    lock = threading.Lock()
+    now = peak = 0
+    cancelled = 0
+
+    async def job(rng: random.Random) -> None:
+        nonlocal now, peak
+        async with ctl.slot():
+            with lock:
+                now += 1
+                peak = max(peak, now)
+            try:
+                await asyncio.sleep(rng.random() * 0.002)
+            finally:
+                with lock:
+                    now -= 1
+
+    async def main(seed: int) -> None:
+        nonlocal cancelled
+        rng = random.Random(seed)
+        tasks = [asyncio.create_task(job(rng)) for _ in range(400)]
+        for _ in range(100):
+            await asyncio.sleep(rng.random() * 0.002)
+            t = rng.choice(tasks)
+            if t.cancel():
+                with lock:
+                    cancelled += 1
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(s),)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = ctl.stats()
+    assert (s.in_flight, s.waiting) == (0, 0)
+    assert peak <= 3 and now == 0
+    assert cancelled > 0

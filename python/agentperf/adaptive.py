@@ -185,6 +185,9 @@ class AdaptiveConcurrency:
         try:
             await fut
         except BaseException:
+            # Done now either way: a grant still on its way (another thread's release) then
+            # finds it done and gives the slot back itself.
+            fut.cancel()
             with self._lock:
                 try:
                     self._waiters.remove(fut)
