@@ -81,26 +81,32 @@ class AdaptiveConcurrency:
       fast as the slot comes back.
     * Other errors and cancellations change nothing.
 
-    The permit interface, for an executor's workers (one slot per agent call, so an item
-    sleeping before a retry holds none):
+    The permit interface, for an executor's workers. Take one slot per agent *call*, inside
+    the retry loop (an item sleeping before a retry holds none): for instance a
+    :class:`~agentperf.RetryingAgent` over an agent whose ``aexecute`` is
 
     .. code-block:: python
 
-        async with ctl.slot():             # or, by hand:
-            out = await agent(x)           # await ctl.acquire()
+        async def aexecute(x):
+            async with ctl.slot():         # or, by hand:
+                return await agent(x)      # await ctl.acquire()
                                            # t0 = time.monotonic()
                                            # try: out = await agent(x)
                                            # except BaseException as e:
                                            #     ctl.release(time.monotonic() - t0, e); raise
                                            # ctl.release(time.monotonic() - t0)
 
+    with up to ``max`` workers taking items; :attr:`limit` is what the executor reports as
+    its concurrency.
+
     Waiters are served first come, first served. A raised limit wakes waiters at once; a
-    lowered one lets the calls in flight finish and grants nothing until they drop below it.
-    A cancelled waiter takes no slot. The controller is made for one event loop at a time
-    (its waiters' futures belong to their loops); slots granted to a waiter of another loop
-    or from another thread are handed over with ``call_soon_threadsafe``, and the state is
-    guarded by a lock, so :meth:`release`, :meth:`try_acquire` and :meth:`stats` are safe
-    from any thread.
+    lowered one lets the calls in flight finish (none is cancelled) and grants nothing until
+    they drop below it. A cancelled waiter takes no slot. Waiters are asyncio tasks, usually
+    on one loop; tasks of several loops in several threads may share a controller (a slot
+    freed on one loop reaches a waiter of another through ``call_soon_threadsafe``). The
+    state is guarded by a lock, so :meth:`release`, :meth:`try_acquire` and :meth:`stats`
+    may be called from any thread; a thread cannot wait for a slot (there is no blocking
+    acquire).
     """
 
     __slots__ = (
