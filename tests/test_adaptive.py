@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import agentperf as ap
 
@@ -522,3 +524,50 @@ def test_two_loops_in_two_threads_share_one_controller_without_leaks() -> None:
     assert (s.in_flight, s.waiting) == (0, 0)
     assert peak <= 3 and now == 0
     assert cancelled > 0
+
+
+@given(
+    bounds=st.tuples(st.integers(1, 8), st.integers(0, 8), st.integers(0, 40)),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["acquire", "acquire", "ok", "503", "400", "tick"]),
+            st.sampled_from([0.0, 0.01, 0.3, 1.0, 2.0]),
+        ),
+        min_size=50,
+        max_size=300,
+    ),
+)
+def test_invariants_under_any_sequence(
+    bounds: tuple[int, int, int], ops: list[tuple[str, float]]
+) -> None:
+    """Any sequence of acquires, outcomes and clock ticks: the limit stays in bounds, rises by
+    at most one per success, never moves on a neutral error, halves at most once per RTT."""
+    lo = bounds[0]
+    initial = lo + bounds[1]
+    hi = initial + bounds[2]
+    ctl, clock = make(initial, lo, hi)
+    held = 0
+    last_halving = -1e9
+    for op, x in ops:
+        before = ctl.stats()
+        if op == "acquire":
+            got = ctl.try_acquire()
+            assert got == (held < before.limit)
+            held += got
+        elif op == "tick":
+            clock.now += x
+        elif held:
+            ctl.release(x, {"ok": None, "503": Status(503), "400": Status(400)}[op])
+            held -= 1
+            after = ctl.stats()
+            if op == "ok":
+                assert before.limit <= after.limit <= before.limit + 1
+            elif op == "400":
+                assert after.limit == before.limit
+            else:
+                assert after.limit <= before.limit
+                if after.limit < before.limit - 1:  # a halving, not a withdrawn slot
+                    assert clock.now - last_halving >= before.rtt_s
+                    last_halving = clock.now
+        s = ctl.stats()
+        assert lo <= s.limit <= hi and s.in_flight == held and s.waiting == 0

@@ -11,11 +11,14 @@ import time
 import traceback
 import types
 import weakref
+from fractions import Fraction
 from typing import Any
 
 import httpx
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 import agentperf as ap
 from agentperf import _meter
@@ -583,3 +586,44 @@ def test_counts_are_exact_under_threads() -> None:
 def test_fake_time_fixture_patches_only_the_retry_module(fake_time: FakeTime) -> None:
     assert isinstance(retry_mod.time, FakeTime)
     assert isinstance(time, types.ModuleType) and time.monotonic() != fake_time.now
+
+
+@pytest.mark.timeout(30)
+async def test_a_batch_over_a_retrying_agent_completes_every_item() -> None:
+    failed: set[int] = set()
+
+    async def flaky(x: int) -> int:
+        await asyncio.sleep(0)
+        if x % 3 == 0 and x not in failed:
+            failed.add(x)
+            raise Status(503)
+        return x * 10
+
+    agent = ap.RetryingAgent(flaky, no_wait())
+    result = await ap.BatchExecutor(agent, max_concurrency=8).aexecute(range(60))
+    assert result.outputs == [x * 10 for x in range(60)] and result.errors == []
+    assert agent.stats() == ap.RetryStats(
+        calls=60, attempts=80, retries=20, successes=60, failures=0
+    )
+
+
+@given(
+    backoff=st.floats(0.0, 1e6),
+    max_backoff=st.floats(1e-6, 1e6),
+    n=st.integers(1, 10_000),
+    jitter=st.booleans(),
+    hint=st.one_of(st.none(), st.floats(0.0, 1e5)),
+    seed=st.integers(0, 2**32),
+)
+def test_delay_bounds_property(
+    backoff: float, max_backoff: float, n: int, jitter: bool, hint: float | None, seed: int
+) -> None:
+    p = ap.RetryPolicy(backoff=backoff, max_backoff=max_backoff, jitter=jitter)
+    exc = None if hint is None else Status(429, {"retry-after": repr(hint)})
+    cap = float(min(Fraction(max_backoff), Fraction(backoff) * 2 ** (n - 1)))  # exact
+    d = p.delay(n, exc, rng=random.Random(seed))
+    floor = 0.0 if hint is None else hint
+    assert max(floor, 0.0) <= d <= max(cap, floor) * (1 + 1e-12)
+    if not jitter:
+        assert d == pytest.approx(max(cap, floor), rel=1e-12)
+        assert p.delay(n + 1, exc) >= d  # never shorter for a later retry
