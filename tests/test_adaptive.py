@@ -4,6 +4,7 @@ a backend whose capacity halves mid-run."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 import threading
 import weakref
@@ -95,6 +96,29 @@ def test_repr_weakref_and_unmatched_release() -> None:
     r = weakref.ref(ctl)
     del ctl
     assert r() is None
+
+
+def test_bad_latency_is_refused_and_leaves_the_slot_held() -> None:
+    ctl = ap.AdaptiveConcurrency(initial=2)
+    assert ctl.try_acquire()
+    for bad, error in ((None, TypeError), (-1.0, ValueError), (float("nan"), ValueError)):
+        with pytest.raises(error, match="latency_s="):
+            ctl.release(bad)  # type: ignore[arg-type]
+        assert ctl.in_flight == 1
+    ctl.release(datetime.timedelta(milliseconds=250))  # type: ignore[arg-type]
+    assert ctl.in_flight == 0 and ctl.stats().rtt_s == pytest.approx(0.25)
+
+
+def test_an_error_whose_attributes_raise_is_read_safely() -> None:
+    class Weird(Exception):
+        @property
+        def status_code(self) -> int:
+            raise RuntimeError("no status")
+
+    ctl = ap.AdaptiveConcurrency(initial=4)
+    assert ctl.try_acquire()
+    ctl.release(0.1, Weird())
+    assert ctl.limit == 4 and ctl.in_flight == 0
 
 
 # --- the AIMD rule, on a manual clock ---------------------------------------------------------

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import _config as v
-from . import _http
 
 __all__ = ["AdaptiveConcurrency", "AdaptiveStats"]
 
@@ -205,7 +204,17 @@ class AdaptiveConcurrency:
 
     def release(self, latency_s: float = 0.0, exc: BaseException | None = None) -> None:
         """Give a slot back, with the call's latency in seconds and its error (``None`` when
-        it succeeded). The outcome drives the limit (see the class docstring)."""
+        it succeeded). The outcome drives the limit (see the class docstring).
+
+        ``latency_s`` is a non-negative float (or a ``timedelta``); a bad one raises
+        ``ValueError``/``TypeError`` and leaves the slot held.
+        """
+        if latency_s is None:
+            raise TypeError("latency_s=None: expected a non-negative number of seconds")
+        latency = v.wait("latency_s", latency_s)
+        assert latency is not None
+        # Read the error (user attributes) before taking the lock.
+        overload = exc is not None and _is_overload(exc)
         now = self._clock()
         with self._lock:
             if self._in_flight <= 0:
@@ -213,9 +222,9 @@ class AdaptiveConcurrency:
             busy = self._in_flight
             self._in_flight -= 1
             if exc is None:
-                self._on_success(latency_s, busy)
-            elif _http.is_overload(exc):
-                self._on_overload(now, latency_s)
+                self._on_success(latency, busy)
+            elif overload:
+                self._on_overload(now, latency)
             grants = self._grantable()
         _hand_over(grants, self._give_back)
 
@@ -252,7 +261,7 @@ class AdaptiveConcurrency:
         self._limit = int(self._window + 1e-9)
 
     def _on_success(self, latency_s: float, busy: int) -> None:
-        if latency_s >= 0.0 and math.isfinite(latency_s):
+        if math.isfinite(latency_s):
             if self._srtt == 0.0:
                 self._srtt = latency_s
             else:
@@ -266,7 +275,7 @@ class AdaptiveConcurrency:
 
     def _on_overload(self, now: float, latency_s: float) -> None:
         last = self._last_decrease
-        sent = now - latency_s if math.isfinite(latency_s) and latency_s > 0.0 else now
+        sent = now - latency_s
         if sent < last:
             return  # sent under the old, higher limit: says nothing about this one
         before = self._limit
@@ -301,6 +310,12 @@ class AdaptiveConcurrency:
             self._in_flight -= 1
             grants = self._grantable()
         _hand_over(grants, self._give_back)
+
+
+def _is_overload(exc: BaseException) -> bool:
+    from . import _http  # on failures only: keeps email.utils out of `import agentperf`
+
+    return _http.is_overload(exc)
 
 
 def _grant(fut: asyncio.Future[None], give_back: Callable[[], None]) -> None:

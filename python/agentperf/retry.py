@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _config as v
-from . import _http, _meter
+from . import _meter
 from .agent import adapt
 
 __all__ = ["RetryPolicy", "RetryStats", "RetryingAgent"]
@@ -138,6 +138,8 @@ class RetryPolicy:
             return False
         rule = self.retry_on
         if rule is None:
+            from . import _http  # on failures only: keeps email.utils out of `import agentperf`
+
             return _http.is_transient(exc)
         if isinstance(rule, tuple):
             return isinstance(exc, rule)
@@ -160,6 +162,8 @@ class RetryPolicy:
             cap = self.max_backoff
         d = (rng if rng is not None else random).uniform(0.0, cap) if self.jitter else cap
         if exc is not None and self.respect_retry_after:
+            from . import _http
+
             hint = _http.retry_after(exc)
             if hint is not None and hint > d:
                 d = hint
