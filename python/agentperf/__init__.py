@@ -14,6 +14,7 @@ import os as _os
 
 from . import _agentperf
 from ._agentperf import hash_key
+from .adaptive import AdaptiveConcurrency, AdaptiveStats
 from .agent import Agent, AgentAdapter
 from .batch import (
     BatchError,
@@ -28,11 +29,14 @@ from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .pool import AgentPool, PoolStats
+from .retry import RetryingAgent, RetryPolicy, RetryStats
 from .semaphore import Semaphore
 
 __version__: str = _agentperf.__version__
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "AdaptiveStats",
     "Agent",
     "AgentAdapter",
     "AgentPerfError",
@@ -56,6 +60,9 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "RayBackend",
+    "RetryPolicy",
+    "RetryStats",
+    "RetryingAgent",
     "Semaphore",
     "__version__",
     "cached",

@@ -1,8 +1,9 @@
 """Per-batch counters that agent wrappers report into, found through ``contextvars``.
 
-A batch run sets :data:`METER` in its workers' context; :class:`~agentperf.RetryingAgent`
-reports each agent call it makes (:func:`attempt`) and :class:`~agentperf.RateLimitedAgent`
-each wait for a limit (:func:`throttled`). Outside a batch nothing is set and the calls cost
+A batch run sets :data:`METER` in its workers' context and counts one agent call per item it
+starts; :class:`~agentperf.RetryingAgent` reports each retry, an agent call more than its
+caller counted (:func:`attempt`), and :class:`~agentperf.RateLimitedAgent` each wait for a
+limit (:func:`throttled`). So ``BatchStats.attempts`` is right however retrying wrappers nest. Outside a batch nothing is set and the calls cost
 one ``ContextVar.get``. A context copied into a worker thread shares the run's meter.
 """
 
@@ -15,11 +16,8 @@ __all__ = ["METER", "Meter", "attempt", "throttled"]
 
 
 class Meter:
-    """What a run's wrappers reported: agent calls made (retries included), seconds throttled.
-
-    ``calls`` counts attempts reported by a retrying wrapper; a run that sees none reported
-    for an item counts that item's single call itself.
-    """
+    """What a run's wrappers reported: agent calls beyond the run's own (retries), seconds
+    throttled."""
 
     __slots__ = ("_lock", "calls", "throttled_s")
 
@@ -46,7 +44,7 @@ METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar(
 
 
 def attempt() -> None:
-    """Report one agent call to the current run's meter, if there is one."""
+    """Report one retry (an agent call more than the caller counts) to the run's meter."""
     m = METER.get()
     if m is not None:
         m.add_calls()
