@@ -166,22 +166,22 @@ def test_quick_hit_rate_uses_the_full_runs_workload() -> None:
 # --- the registry of blocks ------------------------------------------------------------------
 
 
-def _traffic_rows(quick: bool) -> Iterator[Row]:
-    yield Row("traffic", "Requests per item", 1.02, "x", 1.3, "a retry loop", None, "", "-")
+def _second_tier_rows(quick: bool) -> Iterator[Row]:
+    yield Row("second_tier", "Store hits", 52.0, "%", 0.0, "no store", None, "", "-")
 
 
 @pytest.fixture
 def extra_block() -> Iterator[Block]:
-    block = register(Block("traffic", "Traffic control", _traffic_rows))
+    block = register(Block("second_tier", "Second tier", _second_tier_rows))
     try:
         yield block
     finally:
-        unregister("traffic")
+        unregister("second_tier")
 
 
 def test_the_package_blocks_come_first_in_order() -> None:
     got = blocks()
-    assert [b.name for b in got[: len(BUILTIN)]] == ["pooling", "caching", "batch"]
+    assert [b.name for b in got[: len(BUILTIN)]] == ["pooling", "caching", "batch", "traffic"]
     assert all(callable(b.measure) and b.title for b in got)
 
 
@@ -190,14 +190,14 @@ def test_a_registered_block_is_measured_rendered_and_exported(
 ) -> None:
     """The command line iterates the registry: a new block needs no change to it."""
     assert blocks()[-1] is extra_block
-    assert [r.metric for r in run(quick=True, only=["traffic"])] == ["Requests per item"]
-    assert main(["report", "--quick", "--only", "traffic", "--json"]) == 0
+    assert [r.metric for r in run(quick=True, only=["second_tier"])] == ["Store hits"]
+    assert main(["report", "--quick", "--only", "second_tier", "--json"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["schema"] == "agentperf-report-v1" and doc["quick"] is True
-    assert [(r["section"], r["metric"]) for r in doc["rows"]] == [("traffic", "Requests per item")]
-    assert "measuring traffic" in captured.err
-    assert main(["report", "--only", "traffic"]) == 0
+    assert [(r["section"], r["metric"]) for r in doc["rows"]] == [("second_tier", "Store hits")]
+    assert "measuring second_tier" in captured.err
+    assert main(["report", "--only", "second_tier"]) == 0
     out = capsys.readouterr().out
     assert "| Traffic control |" in out and "Requests per item" in out
     assert "a retry loop" in out

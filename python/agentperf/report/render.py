@@ -23,6 +23,10 @@ def fmt(v: float | None, unit: str) -> str:
         return f"{v:,.1f}x"
     if unit == "%":
         return f"{v:.1f}%"
+    if unit == "ratio":
+        return f"{v:.2f}x"
+    if unit == "req/item":
+        return f"{v:.2f} req/item"
     return f"{v:,.0f} {unit}"
 
 
