@@ -348,6 +348,22 @@ def test_async_factory_agents_are_made_used_and_closed_on_one_loop(
 
 
 @pytest.mark.timeout(60)
+def test_batch_execute_over_pooled_loop_bound_agents_keeps_one_loop(
+    no_close_failures: None,
+) -> None:
+    LoopBound.made = []
+    with (
+        ap.AgentPool(LoopBound, max_size=3, initial_size=3) as pool,
+        ap.BatchExecutor(pool, max_concurrency=3) as ex,
+    ):
+        for _ in range(3):
+            r = ex.execute(range(9))
+            assert not r.errors, r.errors
+            assert r.outputs == list(range(9))
+    assert len(LoopBound.made) == 3 and all(a.closed for a in LoopBound.made)
+
+
+@pytest.mark.timeout(60)
 def test_cached_loop_bound_agent_survives_many_sync_calls() -> None:
     agent = LoopBound()
     with ap.CachedAgent(agent, max_size=100) as c:

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 from ._closeable import Closeable
 from ._config import boolean, optional_callable, show
-from ._runner import widen
+from ._runner import run, widen
 from .agent import adapt
 from .config import BatchConfig, ErrorPolicy, build
 from .errors import BatchTimeoutError
@@ -753,13 +753,14 @@ class BatchExecutor(Closeable):
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
     ) -> BatchResult:
-        """The blocking twin of :meth:`aexecute` (runs a private event loop).
+        """The blocking twin of :meth:`aexecute` (runs on agentperf's shared event loop, so
+        loop-bound clients of a pool or cached agent keep working across calls).
 
         Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
         """
         _refuse_in_loop("execute", "aexecute")
         self._check_open()
-        return asyncio.run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
+        return run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
 
     def astream(
         self,
