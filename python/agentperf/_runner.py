@@ -29,13 +29,14 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["UNBOUNDED_MIN", "InThread", "Job", "Runner", "run", "shared_loop", "widen"]
 
 UNBOUNDED_MIN = 64
 """Threads of a wrapper that has no limit of its own (a bare ``CachedAgent``)."""
 
+_T = TypeVar("_T")
 _log = logging.getLogger("agentperf")
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
 _exiting = False
@@ -286,7 +287,7 @@ def shared_loop() -> asyncio.AbstractEventLoop | None:
         return _Loop.loop
 
 
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
+def run(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to its end on the shared loop and return its result (blocking, in a
     thread that runs no event loop). The caller's ``contextvars`` context is the task's. An
     interrupt (``KeyboardInterrupt``) while waiting cancels the coroutine."""
