@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import http.server
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -234,6 +237,36 @@ def test_runner_and_shared_loop_work_again_after_fork() -> None:
 # -- point 2: sync entry points over async agents keep one loop -------------------------------
 
 
+EXIT_SCRIPT = """
+import asyncio, sys, threading, time
+import agentperf as ap
+
+async def echo(x):
+    await asyncio.sleep(0)
+    return x
+
+async def forever(x):
+    await asyncio.sleep(100)
+
+assert ap.CachedAgent(echo).execute(1) == 1  # the shared loop runs
+blocking = ap.CachedAgent(lambda x: time.sleep(0.01) or x)
+assert asyncio.run(blocking.aexecute(2)) == 2  # a runner thread, idle now
+if sys.argv[1] == "busy":  # a daemon thread still waits on the shared loop at exit
+    threading.Thread(target=ap.CachedAgent(forever).execute, args=(1,), daemon=True).start()
+    time.sleep(0.1)
+print("bye")
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("state", ["idle", "busy"])
+def test_interpreter_exit_is_prompt_and_quiet(state: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, state], capture_output=True, text=True, timeout=30
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "bye\n", "")
+
+
 class LoopBound:
     """An async agent bound to the loop it was first used on (as httpx/openai clients are):
     calling it on another loop, or after that loop closed, raises."""
@@ -315,6 +348,22 @@ def test_async_factory_agents_are_made_used_and_closed_on_one_loop(
 
 
 @pytest.mark.timeout(60)
+def test_batch_execute_over_pooled_loop_bound_agents_keeps_one_loop(
+    no_close_failures: None,
+) -> None:
+    LoopBound.made = []
+    with (
+        ap.AgentPool(LoopBound, max_size=3, initial_size=3) as pool,
+        ap.BatchExecutor(pool, max_concurrency=3) as ex,
+    ):
+        for _ in range(3):
+            r = ex.execute(range(9))
+            assert not r.errors, r.errors
+            assert r.outputs == list(range(9))
+    assert len(LoopBound.made) == 3 and all(a.closed for a in LoopBound.made)
+
+
+@pytest.mark.timeout(60)
 def test_cached_loop_bound_agent_survives_many_sync_calls() -> None:
     agent = LoopBound()
     with ap.CachedAgent(agent, max_size=100) as c:
@@ -374,6 +423,30 @@ class _Hello(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:  # an OpenAI-compatible /v1/chat/completions that echoes
+        n = int(self.headers.get("Content-Length", "0"))
+        prompt = json.loads(self.rfile.read(n))["messages"][-1]["content"]
+        body = json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "echo",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": prompt},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -419,6 +492,38 @@ def test_pooled_and_cached_httpx_async_clients_keep_working(
 
 async def _close(c: Any) -> None:
     await c.aclose()
+
+
+@pytest.mark.timeout(60)
+def test_pooled_and_cached_async_openai_clients_keep_working(
+    http_url: str, no_close_failures: None
+) -> None:
+    """The first release's report: 4 of 20 items failed with "Event loop is closed", one per
+    pooled client. Optional: runs only where the ``openai`` package is installed."""
+    openai = pytest.importorskip("openai")
+
+    class Chat:
+        def __init__(self) -> None:
+            self.client = openai.AsyncOpenAI(
+                base_url=f"{http_url}/v1", api_key="test", max_retries=0
+            )
+
+        async def aexecute(self, prompt: str) -> str:
+            r = await self.client.chat.completions.create(
+                model="echo", messages=[{"role": "user", "content": prompt}]
+            )
+            return str(r.choices[0].message.content)
+
+        async def aclose(self) -> None:
+            await self.client.close()
+
+    prompts = [f"q{i}" for i in range(20)]
+    with ap.AgentPool(Chat, max_size=4, initial_size=4) as pool:
+        assert [pool.execute(p) for p in prompts] == prompts
+    chat = Chat()
+    with ap.CachedAgent(chat) as cached:
+        assert [cached.execute(p) for p in prompts] == prompts
+    _runner.run(_close(chat))
 
 
 # -- point 7: a pool holds any object ---------------------------------------------------------

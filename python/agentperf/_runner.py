@@ -29,13 +29,14 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["UNBOUNDED_MIN", "InThread", "Job", "Runner", "run", "shared_loop", "widen"]
 
 UNBOUNDED_MIN = 64
 """Threads of a wrapper that has no limit of its own (a bare ``CachedAgent``)."""
 
+_T = TypeVar("_T")
 _log = logging.getLogger("agentperf")
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
 _exiting = False
@@ -259,27 +260,22 @@ class _Loop:
 def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
     asyncio.set_event_loop(loop)
     loop.call_soon(started.set)
+    loop.run_forever()
     try:
-        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
-        try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
+        loop.close()
 
 
 def shared_loop() -> asyncio.AbstractEventLoop | None:
     """The process's agentperf loop, started on first use; ``None`` at interpreter exit."""
     loop = _Loop.loop
-    if loop is not None:
+    if loop is not None and not _exiting and not loop.is_closed():
         return loop
     with _Loop.lock:
-        if _Loop.loop is None and not _exiting:
+        if _exiting:
+            return None
+        if _Loop.loop is None or _Loop.loop.is_closed():  # an agent may have stopped it
             loop = asyncio.new_event_loop()
             started = threading.Event()
             t = threading.Thread(
@@ -291,7 +287,7 @@ def shared_loop() -> asyncio.AbstractEventLoop | None:
         return _Loop.loop
 
 
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
+def run(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to its end on the shared loop and return its result (blocking, in a
     thread that runs no event loop). The caller's ``contextvars`` context is the task's. An
     interrupt (``KeyboardInterrupt``) while waiting cancels the coroutine."""
@@ -312,6 +308,15 @@ async def _await(aw: Awaitable[Any]) -> Any:
     return await aw
 
 
+def _stop_if_idle(
+    loop: asyncio.AbstractEventLoop, decided: threading.Event, stopping: list[bool]
+) -> None:
+    if not any(not t.done() for t in asyncio.all_tasks(loop)):
+        loop.stop()
+        stopping.append(True)
+    decided.set()
+
+
 def _stop_loop() -> None:
     global _exiting
     _exiting = True
@@ -319,13 +324,18 @@ def _stop_loop() -> None:
         r.close()
     with _Loop.lock:
         loop, t = _Loop.loop, _Loop.thread
-        _Loop.loop = _Loop.thread = None
-    if loop is not None and t is not None:
-        try:
-            loop.call_soon_threadsafe(loop.stop)
-        except RuntimeError:
-            return
-        t.join(2.0)
+    if loop is None or t is None:
+        return
+    # Stopped if idle. A call still running there belongs to a daemon thread that waits for
+    # it: like that thread, the loop is left to the interpreter's exit (cancelling the call
+    # would only print that thread's traceback during shutdown).
+    decided, stopping = threading.Event(), list[bool]()
+    try:
+        loop.call_soon_threadsafe(_stop_if_idle, loop, decided, stopping)
+    except RuntimeError:
+        return
+    if decided.wait(1.0) and stopping:
+        t.join(1.0)
 
 
 def _after_fork_child() -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .._closeable import Closeable
 from .._config import boolean, optional_callable, show
-from .._runner import widen
+from .._runner import run, widen
 from ..agent import adapt
 from ..config import BatchConfig, build
 from ..semaphore import Semaphore
@@ -306,14 +306,15 @@ class BatchExecutor(Closeable, Generic[I, O]):
         progress: bool | None = None,
         on_progress: Callable[[int, int | None], Any] | None = None,
     ) -> BatchResult[O]:
-        """The blocking twin of :meth:`aexecute` (runs a private event loop).
+        """The blocking twin of :meth:`aexecute` (runs on agentperf's shared event loop, so
+        loop-bound clients of a pool or cached agent keep working across calls).
 
         Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
         """
         _check_inputs(inputs, "execute")
         _refuse_in_loop("execute", "`await ex.aexecute(...)`")
         self._check_open()
-        return asyncio.run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
+        return run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
 
     def astream(
         self,
