@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime
 import http.server
+import math
 import random
 import threading
 import time
@@ -274,6 +275,9 @@ def test_next_delay_stops_at_attempts_and_max_elapsed() -> None:
     assert q.next_delay(3, err, 6.5) is None  # would start at 10.5
     assert q.next_delay(1, Status(429, {"retry-after": "20"}), 0.0) is None
     assert ap.RetryPolicy(attempts=1).next_delay(1, err, 0.0) is None
+    unbounded = ap.RetryPolicy(attempts=2000, backoff=1.0, max_backoff=math.inf, jitter=False)
+    assert unbounded.next_delay(10, err, 0.0) == 512.0
+    assert unbounded.next_delay(1500, err, 0.0) is None  # 2 ** 1499 s overflows: never
 
 
 # --- the agent, sync -------------------------------------------------------------------------
@@ -541,6 +545,7 @@ def test_constructor_rule_repr_and_weakref() -> None:
     assert a.policy == ap.RetryPolicy() and a.agent is fn
     b = ap.RetryingAgent(fn, attempts=2, jitter=False)
     assert (b.policy.attempts, b.policy.jitter) == (2, False)
+    assert ap.RetryingAgent(fn, policy=ap.RetryPolicy(attempts=4)).policy.attempts == 4
     c = ap.RetryingAgent(fn, ap.RetryPolicy(backoff=1.0), attempts=3)
     assert (c.policy.attempts, c.policy.backoff) == (3, 1.0)
     assert "RetryingAgent(" in repr(c) and "RetryPolicy(attempts=3" in repr(c)
