@@ -447,6 +447,34 @@ async def test_a_waiter_ended_by_another_base_exception_leaks_no_slot() -> None:
     assert ctl.in_flight == 0 and ctl.try_acquire()
 
 
+@pytest.mark.timeout(10)
+async def test_with_a_retrying_agent_a_sleeping_retry_holds_no_slot() -> None:
+    """The recipe of the class docstring: a slot per agent call, inside the retry loop."""
+    ctl = ap.AdaptiveConcurrency(initial=4, min=1, max=4)
+    calls = 0
+
+    async def backend(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Status(503)
+        return x
+
+    class Slotted:
+        async def aexecute(self, x: int) -> int:
+            async with ctl.slot():
+                return await backend(x)
+
+        def execute(self, x: int) -> int:
+            raise NotImplementedError
+
+    agent = ap.RetryingAgent(Slotted(), ap.RetryPolicy(backoff=0.2, jitter=False))
+    task = asyncio.create_task(agent.aexecute(7))
+    await asyncio.sleep(0.1)  # the first call was refused; the retry sleeps
+    assert calls == 1 and ctl.in_flight == 0 and ctl.limit == 2
+    assert await task == 7 and calls == 2 and ctl.in_flight == 0
+
+
 # --- a backend whose capacity halves mid-run --------------------------------------------------
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import http.server
+import math
 import random
 import threading
 import time
@@ -273,6 +275,9 @@ def test_next_delay_stops_at_attempts_and_max_elapsed() -> None:
     assert q.next_delay(3, err, 6.5) is None  # would start at 10.5
     assert q.next_delay(1, Status(429, {"retry-after": "20"}), 0.0) is None
     assert ap.RetryPolicy(attempts=1).next_delay(1, err, 0.0) is None
+    unbounded = ap.RetryPolicy(attempts=2000, backoff=1.0, max_backoff=math.inf, jitter=False)
+    assert unbounded.next_delay(10, err, 0.0) == 512.0
+    assert unbounded.next_delay(1500, err, 0.0) is None  # 2 ** 1499 s overflows: never
 
 
 # --- the agent, sync -------------------------------------------------------------------------
@@ -541,6 +546,7 @@ def test_constructor_rule_repr_and_weakref() -> None:
     assert a.policy == ap.RetryPolicy() and a.agent is fn
     b = ap.RetryingAgent(fn, attempts=2, jitter=False)
     assert (b.policy.attempts, b.policy.jitter) == (2, False)
+    assert ap.RetryingAgent(fn, policy=ap.RetryPolicy(attempts=4)).policy.attempts == 4
     c = ap.RetryingAgent(fn, ap.RetryPolicy(backoff=1.0), attempts=3)
     assert (c.policy.attempts, c.policy.backoff) == (3, 1.0)
     assert "RetryingAgent(" in repr(c) and "RetryPolicy(attempts=3" in repr(c)
@@ -629,3 +635,71 @@ def test_delay_bounds_property(
     if not jitter:
         assert d == pytest.approx(max(cap, floor), rel=1e-12)
         assert p.delay(n + 1, exc) >= d  # never shorter for a later retry
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """Answers 429 (Retry-After: 0.1) then 503, then 200 with the request count."""
+
+    count = 0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with _Refusing.lock:
+            _Refusing.count += 1
+            n = _Refusing.count
+        if n == 1:
+            self.send_response(429)
+            self.send_header("Retry-After", "0.1")
+        elif n == 2:
+            self.send_response(503)
+        else:
+            self.send_response(200)
+        body = str(n).encode()
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_server() -> Any:
+    _Refusing.count = 0
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+    srv.server_close()
+    t.join()
+
+
+@pytest.mark.timeout(30)
+def test_real_http_server_with_requests(refusing_server: str) -> None:
+    def call(url: str) -> str:
+        r = requests.get(url, timeout=5)
+        r.raise_for_status()
+        return r.text
+
+    agent = ap.RetryingAgent(call, ap.RetryPolicy(backoff=0.001, max_backoff=0.001))
+    t0 = time.monotonic()
+    assert agent.execute(refusing_server) == "3"
+    assert time.monotonic() - t0 >= 0.1 - 0.01  # honoured the server's Retry-After
+    assert agent.stats().retries == 2
+
+
+@pytest.mark.timeout(30)
+async def test_real_http_server_with_httpx_async(refusing_server: str) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def call(url: str) -> str:
+            r = await client.get(url)
+            r.raise_for_status()
+            return r.text
+
+        agent = ap.RetryingAgent(call, ap.RetryPolicy(backoff=0.001, max_backoff=0.001))
+        t0 = time.monotonic()
+        assert await agent.aexecute(refusing_server) == "3"
+        assert time.monotonic() - t0 >= 0.1 - 0.01
+        assert agent.stats().retries == 2

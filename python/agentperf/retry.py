@@ -184,6 +184,8 @@ class RetryPolicy:
         if n >= self.attempts or not self.retryable(exc):
             return None
         d = self.delay(n, exc, rng=rng)
+        if not math.isfinite(d):
+            return None  # an unbounded backoff that has overflowed: that retry never starts
         limit = self.max_elapsed
         if limit is not None and elapsed + d > limit:
             return None
@@ -256,7 +258,7 @@ class RetryingAgent:
     policy: RetryPolicy
     """The policy in force."""
 
-    def __init__(self, agent: Any, policy: RetryPolicy | None = None, /, **overrides: Any):
+    def __init__(self, agent: Any, /, policy: RetryPolicy | None = None, **overrides: Any):
         if policy is None:
             policy = RetryPolicy(**overrides)
         elif not isinstance(policy, RetryPolicy):
