@@ -13,8 +13,8 @@ anthropic (``exc.status_code``, ``exc.response.headers``), httpx (``exc.response
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-import email.utils
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +41,10 @@ _TRANSIENT_CLASSES = frozenset(
         ("requests", "Timeout"),
     }
 )
+
+
+# On Python 3.10 asyncio.TimeoutError (raised by asyncio.wait_for) is not a TimeoutError.
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
 
 def _status(obj: Any, name: str) -> int | None:
@@ -117,6 +121,8 @@ def _seconds(text: str, scale: float) -> float | None:
 
 
 def _http_date(text: str) -> float | None:
+    import email.utils  # rare, and ~5 ms to import: not at `import agentperf`
+
     try:
         when = email.utils.parsedate_to_datetime(text.strip())
     except (TypeError, ValueError, IndexError):
@@ -160,7 +166,7 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a retry may succeed: timeouts, connection errors, transient HTTP statuses."""
     if not isinstance(exc, Exception):
         return False
-    if isinstance(exc, (TimeoutError, ConnectionError)) or _named(exc):
+    if isinstance(exc, (*_TIMEOUTS, ConnectionError)) or _named(exc):
         return True
     s = status_of(exc)
     return s is not None and s in TRANSIENT_STATUSES
@@ -168,7 +174,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_overload(exc: BaseException) -> bool:
     """Whether the backend says it is overloaded: status 429 or 503, or a timeout."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, _TIMEOUTS):
         return True
     s = status_of(exc)
     return s is not None and s in OVERLOAD_STATUSES
