@@ -26,6 +26,7 @@ from .batch import (
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .limiter import RateLimiter, RateLimiterStats
 from .pool import AgentPool, PoolStats
 from .semaphore import Semaphore
 
@@ -54,6 +55,8 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RateLimiter",
+    "RateLimiterStats",
     "Semaphore",
     "__version__",
     "cached",
