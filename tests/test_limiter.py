@@ -445,3 +445,184 @@ def test_acquire_is_interruptible() -> None:
         timer.cancel()
         signal.signal(signal.SIGUSR1, old)
     assert lim.waiting == 0 and lim.stats().granted == 1.0
+
+
+# --- RateLimitedAgent -------------------------------------------------------------------------
+
+
+class RateLimitError(Exception):
+    """Shaped like ``openai.RateLimitError``: a status code and the response's headers."""
+
+    def __init__(self, headers: dict[str, str], status_code: int = 429) -> None:
+        super().__init__(f"Error code: {status_code}")
+        self.status_code = status_code
+        self.headers = headers
+
+
+class Flaky:
+    """Raises ``errors`` in turn on its first calls, then echoes; counts its calls."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self, x: object) -> object:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return x
+
+
+def test_rate_limited_agent_takes_every_limit_with_its_cost() -> None:
+    rpm = ap.RateLimiter(1000, burst=100)
+    tpm = ap.RateLimiter(10_000, burst=1000)
+    agent = ap.RateLimitedAgent(str.upper, rpm, (tpm, len))
+    assert agent.execute("hello") == "HELLO"
+    assert agent.execute("hi") == "HI"
+    assert rpm.stats().granted == 2.0 and tpm.stats().granted == 7.0
+    assert agent.limits == ((rpm, None), (tpm, len))
+    assert isinstance(agent, ap.Agent)
+    assert "RateLimitedAgent(" in repr(agent)
+    assert weakref.ref(agent)() is agent
+
+
+@pytest.mark.timeout(30)
+def test_rate_limited_agent_waits_for_the_rate() -> None:
+    lim = ap.RateLimiter(10, burst=1)
+    agent = ap.RateLimitedAgent(lambda x: x, lim)
+    t0 = time.monotonic()
+    assert [agent.execute(i) for i in range(4)] == [0, 1, 2, 3]
+    assert time.monotonic() - t0 >= 0.3 - EPS, "calls went faster than the limit"
+    assert lim.stats().waited == 3
+
+
+@pytest.mark.timeout(30)
+async def test_rate_limited_agent_async_shapes_share_the_limit() -> None:
+    lim = ap.RateLimiter(20, burst=2)
+    tokens = ap.RateLimiter(1000, burst=50)
+
+    async def shout(x: str) -> str:
+        await asyncio.sleep(0)
+        return x.upper()
+
+    a = ap.RateLimitedAgent(shout, lim, (tokens, lambda s: float(len(s))))
+    b = ap.RateLimitedAgent(str.lower, lim)  # a blocking agent, run in a thread by aexecute
+    t0 = time.monotonic()
+    out = await asyncio.gather(*(a.aexecute("ab") for _ in range(5)), b.aexecute("CD"))
+    assert out == ["AB"] * 5 + ["cd"]
+    assert time.monotonic() - t0 >= (6 - 2) / 20 - EPS
+    assert lim.stats().granted == 6.0 and tokens.stats().granted == 10.0
+    assert lim.waiting == 0
+
+
+def test_a_429_with_a_retry_hint_pauses_every_limit_and_reraises_the_same_error() -> None:
+    rpm, tpm = ap.RateLimiter(100), ap.RateLimiter(10_000)
+    err = RateLimitError({"retry-after": "0.4"})
+    agent = ap.RateLimitedAgent(Flaky(err), rpm, (tpm, lambda x: 10.0))
+    with pytest.raises(RateLimitError) as info:
+        agent.execute("x")
+    assert info.value is err
+    assert rpm.paused_for > 0.3 and tpm.paused_for > 0.3
+    # Another caller sharing the limiter (through another agent) backs off too.
+    other = ap.RateLimitedAgent(lambda x: x, rpm)
+    t0 = time.monotonic()
+    assert other.execute("y") == "y"
+    assert time.monotonic() - t0 >= 0.3
+    assert rpm.stats().paused_s >= 0.3
+
+
+async def test_retry_after_ms_and_http_dates_are_hints_too() -> None:
+    lim = ap.RateLimiter(100)
+    err = RateLimitError({"retry-after-ms": "250", "retry-after": "9"})
+
+    async def limited(x: object) -> object:
+        raise err
+
+    agent = ap.RateLimitedAgent(limited, lim)
+    with pytest.raises(RateLimitError) as info:
+        await agent.aexecute("x")
+    assert info.value is err
+    assert 0.15 < lim.paused_for <= 0.25, "retry-after-ms wins"
+
+
+def test_a_real_httpx_429_pauses_the_limits() -> None:
+    httpx = pytest.importorskip("httpx")
+    request = httpx.Request("POST", "https://api.example.invalid/v1/chat/completions")
+    response = httpx.Response(429, headers={"Retry-After": "1"}, request=request)
+    err = httpx.HTTPStatusError("429 Too Many Requests", request=request, response=response)
+    lim = ap.RateLimiter(5)
+    agent = ap.RateLimitedAgent(Flaky(err), lim)
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        agent.execute({"prompt": "hi"})
+    assert info.value is err
+    assert 0.8 < lim.paused_for <= 1.0
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        RateLimitError({}),  # 429 without a hint: nothing to go by
+        RateLimitError({"retry-after": "soon"}),  # an unusable hint
+        RateLimitError({"retry-after": "5"}, status_code=503),  # not a rate limit
+        ValueError("boom"),
+    ],
+)
+def test_other_errors_pause_nothing_and_pass_unchanged(err: Exception) -> None:
+    lim = ap.RateLimiter(5)
+    agent = ap.RateLimitedAgent(Flaky(err), lim)
+    with pytest.raises(type(err)) as info:
+        agent.execute("x")
+    assert info.value is err
+    assert lim.paused_for == 0.0 and lim.stats().paused_s == 0.0
+
+
+def test_rate_limited_agent_composes_with_the_other_wrappers() -> None:
+    lim = ap.RateLimiter(1000, burst=100)
+    inner = Flaky()
+    # A cache in front: hits take nothing from the limit.
+    cached = ap.CachedAgent(ap.RateLimitedAgent(inner, lim))
+    assert [cached.execute(k) for k in ("a", "b", "a", "a")] == ["a", "b", "a", "a"]
+    assert inner.calls == 2 and lim.stats().granted == 2.0
+    # A pool behind: the limited agent is itself an agent any wrapper takes.
+    with ap.AgentPool(lambda: lambda x: x * 2, max_size=2) as pool:
+        limited = ap.RateLimitedAgent(pool, lim)
+        assert limited.execute(21) == 42
+        outer = ap.RateLimitedAgent(limited, (lim, lambda x: 2.0))
+        assert outer.execute(1) == 2
+    assert lim.stats().granted == 2.0 + 1.0 + 3.0
+
+
+@pytest.mark.timeout(30)
+async def test_waits_are_reported_to_the_running_batch() -> None:
+    from agentperf import _meter
+
+    lim = ap.RateLimiter(10, burst=1)
+    agent = ap.RateLimitedAgent(lambda x: x, lim)
+    meter = _meter.Meter()
+    token = _meter.METER.set(meter)
+    try:
+        assert await agent.aexecute(1) == 1
+        assert meter.throttled_s == 0.0, "no wait, nothing reported"
+        assert await agent.aexecute(2) == 2
+        # A worker thread runs in a copy of the context: the same meter.
+        assert await asyncio.to_thread(agent.execute, 3) == 3
+    finally:
+        _meter.METER.reset(token)
+    assert meter.throttled_s >= 0.2 - 2 * EPS
+    assert meter.throttled_s == pytest.approx(lim.stats().wait_s, abs=0.05)
+
+
+def test_rate_limited_agent_bad_arguments() -> None:
+    lim = ap.RateLimiter(5)
+    with pytest.raises(ValueError, match="limits"):
+        ap.RateLimitedAgent(len)
+    for i, bad in enumerate([5, (lim,), (lim, 2.0), ("x", len), [lim, len]]):
+        with pytest.raises(TypeError, match=r"limits\[1\]"):
+            ap.RateLimitedAgent(len, lim, bad)  # type: ignore[arg-type]
+        assert i >= 0
+    with pytest.raises(TypeError, match="agent"):
+        ap.RateLimitedAgent(42, lim)
+    agent = ap.RateLimitedAgent(len, (lim, lambda x: -1.0))
+    with pytest.raises(ValueError, match="cost"):
+        agent.execute("x")
+    assert lim.stats().granted == 0.0

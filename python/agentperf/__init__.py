@@ -26,7 +26,7 @@ from .batch import (
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
-from .limiter import RateLimiter, RateLimiterStats
+from .limiter import RateLimitedAgent, RateLimiter, RateLimiterStats
 from .pool import AgentPool, PoolStats
 from .semaphore import Semaphore
 
@@ -55,6 +55,7 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RateLimitedAgent",
     "RateLimiter",
     "RateLimiterStats",
     "Semaphore",

@@ -23,12 +23,19 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import time
+from collections.abc import Callable
+from typing import Any
 
+from . import _meter
 from ._agentperf import RateLimiter as _RustRateLimiter
 from ._agentperf import RateLimiterStats
+from ._config import show as _show
 from ._config import wait as _wait
+from ._http import retry_after, status_of
+from .agent import adapt
 
-__all__ = ["RateLimiter", "RateLimiterStats"]
+__all__ = ["RateLimitedAgent", "RateLimiter", "RateLimiterStats"]
 
 
 def _wake(fut: asyncio.Future[bool]) -> None:
@@ -88,3 +95,104 @@ class RateLimiter(_RustRateLimiter):
         except BaseException:
             parked.finish(False)
             raise
+
+
+Cost = Callable[[Any], float]
+"""``cost(input) -> float``: the units one call takes from a limit (e.g. its tokens)."""
+
+
+def _limit(i: int, value: Any) -> tuple[RateLimiter, Cost | None]:
+    if isinstance(value, RateLimiter):
+        return value, None
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], RateLimiter)
+        and callable(value[1])
+    ):
+        return value[0], value[1]
+    raise TypeError(
+        f"limits[{i}]={_show(value)}: expected an agentperf.RateLimiter or a "
+        "(RateLimiter, cost) pair whose cost(input) returns the units of a call"
+    )
+
+
+class RateLimitedAgent:
+    """``RateLimitedAgent(agent, *limits)``: an agent that waits for every limit before a call.
+
+    Each limit is a :class:`RateLimiter` (one unit per call) or a ``(RateLimiter, cost)`` pair
+    whose ``cost(input) -> float`` gives the units of that call (its tokens, say). The limits
+    are acquired in the order given (``execute`` blocks, ``aexecute`` awaits), then the agent
+    is called. When the call raises an error with HTTP status 429 that carries a retry hint
+    (``retry-after-ms``, or ``retry-after`` in seconds or as an HTTP date), every limit is
+    paused for that long, so every caller sharing them backs off, and the error is re-raised
+    unchanged. Time spent waiting is reported to the running batch (``BatchStats.throttled_s``).
+
+    >>> import agentperf as ap
+    >>> rpm = ap.RateLimiter(500, per=60.0)
+    >>> tpm = ap.RateLimiter(90_000, per=60.0)
+    >>> agent = ap.RateLimitedAgent(str.upper, rpm, (tpm, len))
+    >>> agent.execute("hello"), rpm.stats().granted, tpm.stats().granted
+    ('HELLO', 1.0, 5.0)
+    """
+
+    __slots__ = ("__weakref__", "_adapter", "_limits", "agent")
+
+    def __init__(self, agent: Any, *limits: RateLimiter | tuple[RateLimiter, Cost]) -> None:
+        self._adapter = adapt(agent)
+        self.agent = agent
+        """The wrapped agent, as given."""
+        if not limits:
+            raise ValueError(
+                "limits=(): expected at least one RateLimiter or (RateLimiter, cost) pair"
+            )
+        self._limits = tuple(_limit(i, v) for i, v in enumerate(limits))
+
+    @property
+    def limits(self) -> tuple[tuple[RateLimiter, Cost | None], ...]:
+        """The limits as ``(limiter, cost)`` pairs (``cost`` is ``None`` for one unit a call)."""
+        return self._limits
+
+    def _costs(self, input: Any) -> list[float]:
+        return [1.0 if cost is None else cost(input) for _, cost in self._limits]
+
+    def _backoff(self, exc: BaseException) -> None:
+        if status_of(exc) != 429:
+            return
+        hint = retry_after(exc)
+        if hint is None or hint <= 0:
+            return
+        for lim, _ in self._limits:
+            lim.pause(hint)
+
+    def execute(self, input: Any, /) -> Any:
+        """Wait (blocking) for every limit, then call the agent on ``input``."""
+        for (lim, _), cost in zip(self._limits, self._costs(input), strict=True):
+            if not lim.try_acquire(cost):
+                t0 = time.monotonic()
+                lim.acquire(cost)
+                _meter.throttled(time.monotonic() - t0)
+        try:
+            return self._adapter.call(input)
+        except Exception as exc:
+            self._backoff(exc)
+            raise
+
+    async def aexecute(self, input: Any, /) -> Any:
+        """Wait (without blocking the loop) for every limit, then call the agent on ``input``."""
+        for (lim, _), cost in zip(self._limits, self._costs(input), strict=True):
+            if not lim.try_acquire(cost):
+                t0 = time.monotonic()
+                await lim.aacquire(cost)
+                _meter.throttled(time.monotonic() - t0)
+        try:
+            return await self._adapter.acall(input)
+        except Exception as exc:
+            self._backoff(exc)
+            raise
+
+    def __repr__(self) -> str:
+        limits = ", ".join(
+            repr(lim) if cost is None else f"({lim!r}, {cost!r})" for lim, cost in self._limits
+        )
+        return f"RateLimitedAgent({self.agent!r}, {limits})"
