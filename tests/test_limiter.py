@@ -424,6 +424,30 @@ async def test_blocking_acquire_on_a_running_loop_refuses_to_wait() -> None:
     assert lim.waiting == 0
 
 
+@pytest.mark.timeout(30)
+def test_a_waiter_whose_loop_closed_does_not_hold_up_the_queue() -> None:
+    # As with asyncio's own locks, the limiter keeps a parked task's future (the task stays
+    # reachable); its loop closing must not stall the waiters behind it.
+    lim = ap.RateLimiter(10, burst=1)
+    assert lim.try_acquire()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(lim.aacquire())
+    loop.run_until_complete(queued(lim, 1))
+    loop.close()  # the task is never resumed, never cancelled
+    assert lim.acquire(timeout=5), "served after the dead task's turn"
+    assert lim.waiting == 0
+    del task
+
+
+async def test_rate_limited_execute_on_a_running_loop_refuses_to_wait() -> None:
+    lim = ap.RateLimiter(1, burst=1)
+    agent = ap.RateLimitedAgent(lambda x: x, lim)
+    assert agent.execute(1) == 1, "free: no wait, no error"
+    with pytest.raises(RuntimeError, match="aexecute"):
+        agent.execute(2)
+    assert lim.waiting == 0 and lim.stats().granted == 1.0
+
+
 class Interrupted(Exception):
     pass
 

@@ -166,9 +166,18 @@ class RateLimitedAgent:
             lim.pause(hint)
 
     def execute(self, input: Any, /) -> Any:
-        """Wait (blocking) for every limit, then call the agent on ``input``."""
+        """Wait (blocking) for every limit, then call the agent on ``input``.
+
+        On a thread whose event loop is running, a limit that would make it wait raises
+        ``RuntimeError``: use ``await agent.aexecute(input)`` there.
+        """
         for (lim, _), cost in zip(self._limits, self._costs(input), strict=True):
             if not lim.try_acquire(cost):
+                if asyncio._get_running_loop() is not None:
+                    raise RuntimeError(
+                        f"{lim!r} is at its limit and waiting would block the running event "
+                        "loop: use `await agent.aexecute(input)`"
+                    )
                 t0 = time.monotonic()
                 lim.acquire(cost)
                 _meter.throttled(time.monotonic() - t0)
