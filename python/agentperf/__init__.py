@@ -28,6 +28,7 @@ from .batch import (
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
+from .limiter import RateLimitedAgent, RateLimiter, RateLimiterStats
 from .pool import AgentPool, PoolStats
 from .retry import RetryingAgent, RetryPolicy, RetryStats
 from .semaphore import Semaphore
@@ -59,6 +60,9 @@ __all__ = [
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RateLimitedAgent",
+    "RateLimiter",
+    "RateLimiterStats",
     "RayBackend",
     "RetryPolicy",
     "RetryStats",

@@ -18,11 +18,14 @@ __all__ = [
     "Flight",
     "PoolClosedError",
     "PoolTimeoutError",
+    "RateLimiter",
+    "RateLimiterStats",
     "Semaphore",
     "_CreateSlot",
     "_Leased",
     "_Pool",
     "_PoolWaiter",
+    "_RateLimiterWait",
     "_SemaphoreWait",
     "_StartOver",
     "__version__",
@@ -260,4 +263,51 @@ class Semaphore:
 
 @final
 class _SemaphoreWait:
+    def finish(self, keep: bool) -> bool: ...
+
+# --- rate limiter ----------------------------------------------------------------------------
+
+@final
+class RateLimiterStats:
+    """A rate limiter's counters at one instant."""
+
+    @property
+    def granted(self) -> float: ...
+    @property
+    def acquired(self) -> int: ...
+    @property
+    def waited(self) -> int: ...
+    @property
+    def wait_s(self) -> float: ...
+    @property
+    def paused_s(self) -> float: ...
+    @property
+    def waiting(self) -> int: ...
+
+@disjoint_base
+class RateLimiter:
+    """A GCRA rate limiter kept in Rust, FIFO-fair among threads and tasks on any loop."""
+
+    def __new__(
+        cls, rate: float, per: float | timedelta = 1.0, burst: float | None = None
+    ) -> Self: ...
+    def try_acquire(self, cost: float = 1.0) -> bool: ...
+    def acquire(self, cost: float = 1.0, timeout: float | timedelta | None = None) -> bool: ...
+    def _wait_async(self, cost: float = 1.0) -> _RateLimiterWait | None: ...
+    def pause(self, seconds: float | timedelta) -> None: ...
+    def stats(self) -> RateLimiterStats: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def burst(self) -> float: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def paused_for(self) -> float: ...
+
+@final
+class _RateLimiterWait:
+    def arm(self) -> tuple[Future[bool], float | None] | None: ...
     def finish(self, keep: bool) -> bool: ...

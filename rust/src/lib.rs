@@ -11,6 +11,7 @@ pub mod errors;
 pub mod fastclock;
 pub mod keys;
 mod lifecycle;
+pub mod limiter;
 pub mod pool;
 pub mod reaper;
 pub mod semaphore;
@@ -44,6 +45,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::semaphore::{Semaphore, SemaphoreWait};
+
+    #[pymodule_export]
+    use crate::limiter::{RateLimiter, RateLimiterStats, RateLimiterWait};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,6 +3,7 @@
 
 mod cache;
 mod keys;
+mod limiter;
 
 /// Cases per property: `PROPTEST_CASES` if set, else `default`.
 fn cases(default: u32) -> u32 {

@@ -1,0 +1,7 @@
+//! The rate limiter: GCRA accounting and its FIFO of waiters in [`core`] (no PyO3), the
+//! bindings in `py`.
+
+pub mod core;
+mod py;
+
+pub use py::{RateLimiter, RateLimiterStats, RateLimiterWait};
