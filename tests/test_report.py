@@ -207,7 +207,7 @@ def test_the_registry_refuses_duplicates_and_unknown_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(ValueError, match="'pooling'"):
-        register(Block("pooling", "Pooling again", _traffic_rows))
+        register(Block("pooling", "Pooling again", _second_tier_rows))
     with pytest.raises(TypeError, match="Block"):
         register("traffic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nope"):
