@@ -274,6 +274,68 @@ def test_fork_from_an_agents_close_on_the_cleanup_thread() -> None:
     assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stderr[-2000:])
 
 
+FORK_WHILE_CHURNING_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import agentperf as ap
+
+    stop = threading.Event()
+    made = [0, 0, 0]
+
+    def churn(kind):
+        while not stop.is_set():
+            if kind == 0:
+                c = ap.Cache(max_size=10, ttl=1.0, cleanup_interval=0.01)
+                c.set("k", 1)
+            elif kind == 1:
+                c = ap.CachedAgent(lambda x: x, max_size=10, ttl=1.0, cleanup_interval=0.01)
+                c.execute(1)
+            else:
+                c = ap.AgentPool(lambda: (lambda x: x), max_size=2, cleanup_interval=0.01)
+                c.execute(1)
+            c.close()
+            made[kind] += 1
+
+    threads = [threading.Thread(target=churn, args=(i % 3,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    forks, end = 0, time.monotonic() + 15
+    while forks < 300 and time.monotonic() < end:
+        pid = os.fork()
+        if pid == 0:
+            c = ap.Cache(max_size=10, ttl=1.0, cleanup_interval=0.01)
+            c.set("a", 1)
+            ok = c.get("a") == 1
+            with ap.AgentPool(lambda: (lambda x: x), max_size=1) as p:
+                ok = ok and p.execute(2) == 2
+            os._exit(0 if ok else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        forks += 1
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert forks >= 20 and min(made) > 0, (forks, made)
+    print("ok", forks, flush=True)
+    """
+)
+
+
+@fork_only
+@pytest.mark.timeout(120)
+def test_fork_while_threads_create_and_close_caches_and_pools() -> None:
+    """Regression: the fork hook held the cleanup thread's registry lock, taken detached, and
+    then needed the GIL back (and other at-fork handlers let other threads run) while a
+    thread holding the GIL waited for that lock to register or unregister a cache or pool:
+    the parent hung within seconds."""
+    p = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_CHURNING_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0 and p.stdout.startswith("ok"), (p.returncode, p.stderr[-2000:])
+
+
 # --- interpreter exit ---------------------------------------------------------------------
 
 EXIT_SCRIPT = textwrap.dedent(
