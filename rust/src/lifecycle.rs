@@ -1,6 +1,6 @@
-//! Process events: fork and interpreter exit (`python/agentperf/__init__.py` registers these
-//! with `os.register_at_fork` and `atexit`), and dropping Python objects from Rust safely
-//! around them ([`drop_refs`]).
+//! Process events in one place: fork and interpreter exit (`python/agentperf/_lifecycle.py`
+//! holds the package's one `os.register_at_fork` and `atexit` hook and calls these), and
+//! dropping Python objects from Rust safely around them ([`drop_refs`]).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -45,23 +45,43 @@ pub fn init() {
     crate::reaper::set_blocking_hook(detached_if_attached);
 }
 
-/// Quiesce the cleanup thread before `fork()`.
+/// A part of the core with process-wide state that `fork()` must see to. Every such part is
+/// listed in [`PARTS`]; `python/agentperf/_lifecycle.py` calls the three hooks below from the
+/// package's one `os.register_at_fork`, and Python parts register their callbacks there.
+struct ForkPart {
+    /// Before `fork()`, detached (it may wait for other threads): take what the child must not
+    /// inherit held.
+    before: fn(),
+    /// After `fork()` in the parent: release it.
+    after_in_parent: fn(),
+    /// After `fork()` in the child (its only thread): release it, restart threads.
+    after_in_child: fn(),
+}
+
+/// `before` hooks run in this order; the `after` ones in the reverse.
+const PARTS: &[ForkPart] = &[ForkPart {
+    before: crate::reaper::before_fork,
+    after_in_parent: crate::reaper::after_fork_parent,
+    after_in_child: crate::reaper::after_fork_child,
+}];
+
+/// Quiesce the core (the cleanup thread) before `fork()`.
 #[pyfunction]
 pub fn _before_fork(py: Python<'_>) {
-    // The thread may be waiting for the GIL inside a task; wait for it detached.
-    py.detach(crate::reaper::before_fork);
+    // The cleanup thread may be waiting for the GIL inside a task; wait for it detached.
+    py.detach(|| PARTS.iter().for_each(|p| (p.before)()));
 }
 
 /// Resume after `fork()` in the parent.
 #[pyfunction]
 pub fn _after_fork_parent() {
-    crate::reaper::after_fork_parent();
+    PARTS.iter().rev().for_each(|p| (p.after_in_parent)());
 }
 
-/// Restart the cleanup thread in a forked child.
+/// Resume after `fork()` in the child (restarts the cleanup thread).
 #[pyfunction]
 pub fn _after_fork_child() {
-    crate::reaper::after_fork_child();
+    PARTS.iter().rev().for_each(|p| (p.after_in_child)());
 }
 
 /// Stop the cleanup thread at interpreter exit (waits at most two seconds).
