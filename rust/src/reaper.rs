@@ -79,15 +79,21 @@ pub fn set_blocking_hook(hook: BlockingHook) {
     let _ = BLOCKING.set(hook);
 }
 
+/// How long [`with_registry`] waits for the lock before going through the blocking hook.
+const BRIEF: Duration = Duration::from_micros(200);
+
 /// `f` under the registry lock. The fork hook holds that lock across `fork()` and around the
 /// other at-fork handlers, which run Python code and let other threads take the GIL: a thread
 /// that waited for the lock holding the GIL would then keep the forking thread from ever
-/// getting it back (it did, within seconds, with threads creating and closing caches). So an
-/// uncontended lock is taken at once; a contended one is waited for through the blocking hook
-/// (detached). Nobody holding the lock waits for the GIL.
+/// getting it back (it did, within seconds, with threads creating and closing caches). So a
+/// lock free within [`BRIEF`] is taken in place; otherwise it is waited for through the
+/// blocking hook (detached). Nobody holding the lock waits for the GIL.
 fn with_registry<R: Send + Default>(f: impl FnOnce(&mut State) -> R + Send) -> R {
     let r = reaper();
-    if let Some(mut st) = r.state.try_lock() {
+    // Everyone but a fork holds the lock for microseconds: wait about that long in place, so the
+    // hook (and its release of the GIL, which a daemon thread at exit must avoid) only runs
+    // while a fork is in progress.
+    if let Some(mut st) = r.state.try_lock_for(BRIEF) {
         return f(&mut st);
     }
     let Some(hook) = BLOCKING.get() else {
