@@ -50,6 +50,14 @@ def wait_for(cond: Any, seconds: float = 5.0) -> bool:
     return bool(cond())
 
 
+async def await_state(cond: Any, seconds: float = 5.0) -> None:
+    """Poll ``cond`` from a coroutine until it holds; fail after ``seconds``."""
+    end = time.monotonic() + seconds
+    while not cond():  # the state is in Rust: no event to wait on
+        assert time.monotonic() < end, f"not reached in {seconds} s"
+        await asyncio.sleep(0.001)
+
+
 # --- fork ---------------------------------------------------------------------------------
 
 
@@ -272,6 +280,143 @@ def test_fork_from_an_agents_close_on_the_cleanup_thread() -> None:
         [sys.executable, "-c", FORK_FROM_CLOSE_SCRIPT], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stderr[-2000:])
+
+
+FORK_WHILE_CHURNING_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import agentperf as ap
+
+    stop = threading.Event()
+    made = [0, 0, 0]
+
+    def churn(kind):
+        while not stop.is_set():
+            if kind == 0:
+                c = ap.Cache(max_size=10, ttl=1.0, cleanup_interval=0.01)
+                c.set("k", 1)
+            elif kind == 1:
+                c = ap.CachedAgent(lambda x: x, max_size=10, ttl=1.0, cleanup_interval=0.01)
+                c.execute(1)
+            else:
+                c = ap.AgentPool(lambda: (lambda x: x), max_size=2, cleanup_interval=0.01)
+                c.execute(1)
+            c.close()
+            made[kind] += 1
+
+    threads = [threading.Thread(target=churn, args=(i % 3,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    forks, end = 0, time.monotonic() + 15
+    while forks < 300 and time.monotonic() < end:
+        pid = os.fork()
+        if pid == 0:
+            c = ap.Cache(max_size=10, ttl=1.0, cleanup_interval=0.01)
+            c.set("a", 1)
+            ok = c.get("a") == 1
+            with ap.AgentPool(lambda: (lambda x: x), max_size=1) as p:
+                ok = ok and p.execute(2) == 2
+            os._exit(0 if ok else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        forks += 1
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert forks >= 20 and min(made) > 0, (forks, made)
+    print("ok", forks, flush=True)
+    """
+)
+
+
+@fork_only
+@pytest.mark.timeout(120)
+def test_fork_while_threads_create_and_close_caches_and_pools() -> None:
+    """Regression: the fork hook held the cleanup thread's registry lock, taken detached, and
+    then needed the GIL back (and other at-fork handlers let other threads run) while a
+    thread holding the GIL waited for that lock to register or unregister a cache or pool:
+    the parent hung within seconds."""
+    p = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_CHURNING_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0 and p.stdout.startswith("ok"), (p.returncode, p.stderr[-2000:])
+
+
+AT_FORK_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import agentperf as ap
+    from agentperf import _lifecycle
+    from agentperf._agentperf import _cleanup_thread_state
+
+    calls = []
+
+    def boom():
+        raise RuntimeError("boom")
+
+    def child_works():
+        # The core has resumed when the child's callbacks run: caches and pools work.
+        calls.append("c2")
+        c = ap.Cache(max_size=4, ttl=1.0, cleanup_interval=0.01)
+        c.set("k", 1)
+        calls.append(c.get("k") == 1 and _cleanup_thread_state()[0])
+        c.close()
+
+    _lifecycle.at_fork(
+        before=lambda: calls.append("b1"),
+        after_in_parent=lambda: calls.append("p1"),
+        after_in_child=lambda: calls.append("c1"),
+    )
+    _lifecycle.at_fork(before=boom, after_in_parent=boom, after_in_child=boom)
+    _lifecycle.at_fork(
+        before=lambda: calls.append("b2"),
+        after_in_parent=lambda: calls.append("p2"),
+        after_in_child=child_works,
+    )
+    try:
+        _lifecycle.at_fork(before=1)
+        raise AssertionError("a non-callable was accepted")
+    except TypeError as e:
+        assert "before=1" in str(e), e
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if calls == ["b2", "b1", "c1", "c2", True] else 5)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    assert code == 0, code
+    assert calls == ["b2", "b1", "p1", "p2"], calls
+    print("ok", flush=True)
+    """
+)
+
+
+@fork_only
+@pytest.mark.timeout(60)
+def test_parts_register_fork_callbacks_in_one_place() -> None:
+    """``_lifecycle.at_fork``: before callbacks in reverse order of registration, the core
+    quiesced after them and resumed before the after callbacks (which run in order); a
+    callback that raises is logged and the others still run."""
+    p = subprocess.run(
+        [sys.executable, "-c", AT_FORK_SCRIPT], capture_output=True, text=True, timeout=30
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stderr[-2000:])
+    for when in ("before", "after"):
+        assert f"{when}-fork callback" in p.stderr, p.stderr[-2000:]
+    assert p.stderr.count("RuntimeError: boom") == 3  # before, in the parent, in the child
+
+
+def test_the_package_registers_one_fork_hook() -> None:
+    """Fork handling lives in ``agentperf._lifecycle``: no other module of the package calls
+    ``os.register_at_fork`` (parts register with ``_lifecycle.at_fork``)."""
+    pkg = os.path.dirname(ap.__file__)
+    found = []
+    for name in sorted(os.listdir(pkg)):
+        if name.endswith(".py"):
+            with open(os.path.join(pkg, name), encoding="utf-8") as f:
+                if "register_at_fork(" in f.read():
+                    found.append(name)
+    assert found == ["_lifecycle.py"], found
 
 
 # --- interpreter exit ---------------------------------------------------------------------
@@ -499,11 +644,11 @@ async def test_pool_close_with_async_calls_in_flight_and_waiters() -> None:
     closed: list[Agent] = []
     pool = ap.AgentPool(lambda: Agent(closed, delay=0.2), max_size=2, initial_size=2)
     calls = [asyncio.create_task(pool.aexecute(i)) for i in range(2)]
-    await asyncio.sleep(0.01)
+    await await_state(lambda: pool.stats().active_count == 2)
     waiters = [asyncio.create_task(pool.aacquire(timeout=None)) for _ in range(3)]
     leases = [asyncio.create_task(pool.agent().__aenter__()) for _ in range(2)]
-    await asyncio.sleep(0.01)
-    assert pool.stats().waiting == 5
+    await await_state(lambda: pool.stats().waiting == 5)
+    assert pool.stats().active_count == 2, "the calls were still running"
     pool.close()
     for t in waiters + leases:
         with pytest.raises(ap.PoolClosedError):
@@ -542,7 +687,14 @@ def test_batch_close_lets_running_batches_finish() -> None:
     Regression: the blocking agents' thread pool was shut down under the running batch and
     every item not yet started failed with RuntimeError("cannot schedule new futures after
     shutdown"), errors that no agent call raised."""
-    ex = ap.BatchExecutor(lambda x: (time.sleep(0.01), x)[1], max_concurrency=4)
+    started: list[int] = []
+
+    def agent(x: int) -> int:
+        started.append(x)
+        time.sleep(0.01)
+        return x
+
+    ex = ap.BatchExecutor(agent, max_concurrency=4)
     got: dict[str, Any] = {}
     threads_before = threading.active_count()
 
@@ -551,8 +703,9 @@ def test_batch_close_lets_running_batches_finish() -> None:
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.05)
+    assert wait_for(lambda: len(started) >= 4)
     ex.close()
+    assert len(started) < 60, "closed while the batch was running"
     t.join(30)
     r = got["r"]
     assert r.errors == [] and r.outputs == list(range(60)), r.errors[:3]
@@ -565,10 +718,18 @@ def test_batch_close_lets_running_batches_finish() -> None:
 
 @pytest.mark.timeout(60)
 async def test_batch_close_with_async_batch_running() -> None:
-    ex = ap.BatchExecutor(Agent([], delay=0.01), max_concurrency=4)
+    started: list[int] = []
+
+    async def agent(x: int) -> int:
+        started.append(x)
+        await asyncio.sleep(0.01)
+        return x
+
+    ex = ap.BatchExecutor(agent, max_concurrency=4)
     task = asyncio.create_task(ex.aexecute(range(40)))
-    await asyncio.sleep(0.02)
+    await await_state(lambda: len(started) >= 4)
     ex.close()
+    assert len(started) < 40, "closed while the batch was running"
     r = await task
     assert r.stats.success_count == 40 and r.errors == []
     with pytest.raises(RuntimeError):

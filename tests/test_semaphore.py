@@ -8,6 +8,7 @@ import gc
 import random
 import threading
 import time
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -16,9 +17,12 @@ from hypothesis import strategies as st
 import agentperf as ap
 
 
-async def waiters(sem: ap.Semaphore, n: int) -> None:
-    """Until ``n`` callers are queued on ``sem`` (threads and tasks alike)."""
-    while sem.waiting < n:  # noqa: ASYNC110 - the state is in Rust, no event to wait on
+async def waiters(sem: ap.Semaphore, n: int, seconds: float = 10.0) -> None:
+    """Until ``n`` callers are queued on ``sem`` (threads and tasks alike); fails after
+    ``seconds``."""
+    end = time.monotonic() + seconds
+    while sem.waiting < n:  # the state is in Rust: no event to wait on
+        assert time.monotonic() < end, f"{sem.waiting} waiters after {seconds} s, not {n}"
         await asyncio.sleep(0.001)
 
 
@@ -171,7 +175,7 @@ async def test_cancelled_waiter_takes_nothing_and_the_next_is_served() -> None:
     await sem.aacquire()
     a = asyncio.create_task(sem.aacquire())
     b = asyncio.create_task(sem.aacquire())
-    await asyncio.sleep(0.01)
+    await waiters(sem, 2)
     a.cancel()
     with pytest.raises(asyncio.CancelledError):
         await a
@@ -187,7 +191,7 @@ async def test_permit_granted_to_a_waiter_cancelled_in_that_instant_is_handed_on
     await sem.aacquire()
     a = asyncio.create_task(sem.aacquire())
     b = asyncio.create_task(sem.aacquire())
-    await asyncio.sleep(0.01)
+    await waiters(sem, 2)
     sem.release()  # granted to a; a has not run yet
     a.cancel()  # ... and is cancelled before it could
     with pytest.raises(asyncio.CancelledError):
@@ -313,10 +317,65 @@ def test_dropped_waiter_gives_its_permit_back() -> None:
     sem.acquire()
     loop = asyncio.new_event_loop()
     task = loop.create_task(sem.aacquire())
-    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.run_until_complete(waiters(sem, 1))
     assert sem.waiting == 1
     sem.release()  # granted to the parked task, whose loop never runs again
     loop.close()
     del task
     gc.collect()
     assert sem.available == 1
+
+
+@pytest.mark.timeout(20)
+async def test_sync_acquire_on_a_running_loop_refuses_to_wait() -> None:
+    """Regression: ``with sem:`` / ``sem.acquire()`` in a coroutine while a task held the
+    permit blocked the loop for good (the holder could never run to release it)."""
+    sem = ap.Semaphore(1)
+    with sem:  # a free permit is still taken at once
+        assert sem.available == 0
+    assert sem.acquire() is True
+    sem.release()
+
+    entered, leave = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with sem:
+            entered.set()
+            await leave.wait()
+
+    task = asyncio.create_task(holder())
+    await entered.wait()
+    with pytest.raises(RuntimeError, match=r"async with sem.*await sem\.aacquire\(\)"):
+        sem.acquire()
+    with pytest.raises(RuntimeError, match="running event loop"):
+        sem.acquire(timeout=5)
+    with pytest.raises(RuntimeError, match="running event loop"):
+        with sem:
+            pass  # pragma: no cover - never entered
+    assert sem.acquire(timeout=0) is False, "timeout=0 never waits, so it is not refused"
+    assert not sem.try_acquire()
+    assert sem.waiting == 0, "a refused acquire leaves nothing queued"
+    leave.set()
+    await task
+    assert sem.available == 1
+    # A thread of its own (no running loop there) still waits as before.
+    got = await asyncio.to_thread(sem.acquire, 1.0)
+    assert got and sem.available == 0
+    sem.release()
+
+
+def test_semaphore_and_pool_support_weak_references() -> None:
+    """Regression: ``weakref.ref(ap.Semaphore(1))`` raised TypeError."""
+    sem = ap.Semaphore(1)
+    ref = weakref.ref(sem)
+    assert ref() is sem
+    del sem
+    gc.collect()
+    assert ref() is None
+    pool = ap.AgentPool(lambda: str.upper, max_size=1)
+    pref = weakref.ref(pool)
+    assert pref() is pool
+    pool.close()
+    del pool
+    gc.collect()
+    assert pref() is None

@@ -9,9 +9,6 @@ See the README for the tour; ``python -m agentperf report`` measures it on this 
 
 from __future__ import annotations
 
-import atexit as _atexit
-import os as _os
-
 from . import _agentperf
 from ._agentperf import hash_key
 from .adaptive import AdaptiveConcurrency, AdaptiveStats
@@ -73,11 +70,5 @@ __all__ = [
     "hash_key",
 ]
 
-# The shared cleanup thread survives neither fork nor exit on its own.
-if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(
-        before=_agentperf._before_fork,
-        after_in_parent=_agentperf._after_fork_parent,
-        after_in_child=_agentperf._after_fork_child,
-    )
-_atexit.register(_agentperf._shutdown)
+# The package's one fork and exit hook (parts register with it): see `_lifecycle`.
+from . import _lifecycle  # noqa: F401

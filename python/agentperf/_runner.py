@@ -24,12 +24,13 @@ import asyncio
 import atexit
 import contextvars
 import logging
-import os
 import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+
+from . import _lifecycle
 
 __all__ = ["UNBOUNDED_MIN", "InThread", "Job", "Runner", "run", "shared_loop", "widen"]
 
@@ -348,5 +349,4 @@ def _after_fork_child() -> None:
 
 
 atexit.register(_stop_loop)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_child)
+_lifecycle.at_fork(after_in_child=_after_fork_child)

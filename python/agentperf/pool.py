@@ -41,13 +41,13 @@ import datetime
 import functools
 import inspect
 import logging
-import os
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from . import _lifecycle
 from ._agentperf import PoolTimeoutError, _CreateSlot, _Leased, _Pool, _PoolWaiter
 from ._closeable import Closeable
 from ._config import fits, show
@@ -496,5 +496,4 @@ def _after_fork_child() -> None:
         pool._after_fork_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_child)
+_lifecycle.at_fork(after_in_child=_after_fork_child)

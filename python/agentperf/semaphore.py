@@ -37,7 +37,10 @@ class Semaphore(_RustSemaphore):
     ``try_acquire() -> bool``; ``with sem:`` and ``async with sem:``; ``available``,
     ``permits``, ``waiting``.
 
-    ``with sem:`` blocks the calling thread: inside a coroutine use ``async with sem:``.
+    ``with sem:`` blocks the calling thread: inside a coroutine use ``async with sem:``. On a
+    thread whose event loop is running, ``acquire()`` and ``with sem:`` take a free permit at
+    once but raise ``RuntimeError`` instead of waiting for one (the holder may be a task of
+    that very loop, which could then never run to release it).
     """
 
     __slots__ = ()

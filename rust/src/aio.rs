@@ -74,6 +74,13 @@ impl AsyncWaiter {
         })
     }
 
+    /// The loop and the future, to be dropped with [`crate::lifecycle::drop_refs`] (a future
+    /// whose exception nobody retrieved reports it from `__del__`, through the loop's
+    /// exception handler: user code).
+    pub fn into_refs(self) -> [Py<PyAny>; 2] {
+        [self.future, self.event_loop]
+    }
+
     /// The future to await.
     pub fn future<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         self.future.bind(py).clone()

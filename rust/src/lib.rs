@@ -52,6 +52,7 @@ mod _agentperf {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::errors::register(m)?;
+        crate::lifecycle::init();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

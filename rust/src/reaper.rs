@@ -6,9 +6,9 @@
 //! child ([`after_fork_child`]). Tasks run with no registry lock held.
 
 use parking_lot::lock_api::GuardNoSend;
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Periodic maintenance (expiry sweeps, idle-agent recycling).
@@ -59,29 +59,75 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let r = reaper();
-        let mut st = r.state.lock();
-        st.entries.retain(|e| e.id != self.id);
-        r.cv.notify_all();
+        let id = self.id;
+        with_registry(move |st| {
+            st.entries.retain(|e| e.id != id);
+            reaper().cv.notify_all();
+        });
     }
+}
+
+/// Runs a blocking wait so that it cannot deadlock against the interpreter: `lifecycle`
+/// installs one that releases the GIL around it when the caller holds it.
+pub type BlockingHook = fn(&mut (dyn FnMut() + Send));
+
+static BLOCKING: OnceLock<BlockingHook> = OnceLock::new();
+
+/// Install the hook [`register`], a [`Registration`]'s drop and the queries wait through when
+/// the registry lock is taken (once; later calls are ignored).
+pub fn set_blocking_hook(hook: BlockingHook) {
+    let _ = BLOCKING.set(hook);
+}
+
+/// How long [`with_registry`] waits for the lock before going through the blocking hook.
+const BRIEF: Duration = Duration::from_micros(200);
+
+/// `f` under the registry lock. The fork hook holds that lock across `fork()` and around the
+/// other at-fork handlers, which run Python code and let other threads take the GIL: a thread
+/// that waited for the lock holding the GIL would then keep the forking thread from ever
+/// getting it back (it did, within seconds, with threads creating and closing caches). So a
+/// lock free within [`BRIEF`] is taken in place; otherwise it is waited for through the
+/// blocking hook (detached). Nobody holding the lock waits for the GIL.
+fn with_registry<R: Send + Default>(f: impl FnOnce(&mut State) -> R + Send) -> R {
+    let r = reaper();
+    // Everyone but a fork holds the lock for microseconds: wait about that long in place, so the
+    // hook (and its release of the GIL, which a daemon thread at exit must avoid) only runs
+    // while a fork is in progress.
+    if let Some(mut st) = r.state.try_lock_for(BRIEF) {
+        return f(&mut st);
+    }
+    let Some(hook) = BLOCKING.get() else {
+        return f(&mut r.state.lock());
+    };
+    let mut f = Some(f);
+    let mut out = None;
+    let mut run = || {
+        if let Some(f) = f.take() {
+            out = Some(f(&mut r.state.lock()));
+        }
+    };
+    hook(&mut run);
+    run(); // A no-op when the hook ran it, as it must.
+    out.unwrap_or_default()
 }
 
 /// Run `task.reap()` every `interval` until the returned registration is dropped or the task
 /// itself is.
 pub fn register<T: Reap>(task: &Arc<T>, interval: Duration) -> Registration {
     let weak: Weak<dyn Reap> = Arc::downgrade(task) as Weak<dyn Reap>;
-    let r = reaper();
-    let mut st = r.state.lock();
-    st.next_id += 1;
-    let id = st.next_id;
-    st.entries.push(Entry {
-        id,
-        task: weak,
-        interval,
-        next: Instant::now() + interval,
+    let id = with_registry(move |st| {
+        st.next_id += 1;
+        let id = st.next_id;
+        st.entries.push(Entry {
+            id,
+            task: weak,
+            interval,
+            next: Instant::now() + interval,
+        });
+        ensure_thread(st);
+        reaper().cv.notify_all();
+        id
     });
-    ensure_thread(&mut st);
-    r.cv.notify_all();
     Registration { id }
 }
 
@@ -96,15 +142,15 @@ pub fn on_cleanup_thread() -> bool {
 
 /// The number of registered tasks (for tests and leak checks).
 pub fn registered() -> usize {
-    reaper().state.lock().entries.len()
+    with_registry(|st| st.entries.len())
 }
 
 /// Whether the cleanup thread is alive (for tests and leak checks).
 pub fn is_running() -> bool {
-    reaper().state.lock().running
+    with_registry(|st| st.running)
 }
 
-fn ensure_thread(st: &mut MutexGuard<'_, State>) {
+fn ensure_thread(st: &mut State) {
     if st.running || st.shutdown || st.entries.is_empty() {
         return;
     }
@@ -236,6 +282,24 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         false
+    }
+
+    static HOOKED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting_hook(f: &mut (dyn FnMut() + Send)) {
+        HOOKED.fetch_add(1, Ordering::SeqCst);
+        f();
+    }
+
+    #[test]
+    fn a_contended_registry_lock_is_waited_for_through_the_hook() {
+        set_blocking_hook(counting_hook);
+        let held = reaper().state.lock();
+        let before = HOOKED.load(Ordering::SeqCst);
+        let t = std::thread::spawn(registered);
+        assert!(wait_for(|| HOOKED.load(Ordering::SeqCst) > before));
+        drop(held);
+        assert!(t.join().is_ok());
     }
 
     // One test so the process-wide thread is observed without interference.

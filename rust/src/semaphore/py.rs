@@ -37,7 +37,7 @@ fn wake(py: Python<'_>, n: Option<Notify>) {
 /// >>> with sem:
 /// ...     sem.available
 /// 1
-#[pyclass(frozen, subclass, module = "agentperf", name = "Semaphore")]
+#[pyclass(frozen, subclass, weakref, module = "agentperf", name = "Semaphore")]
 pub struct Semaphore {
     core: Arc<Core<Notify>>,
 }
@@ -94,13 +94,24 @@ impl Semaphore {
     }
 
     /// Take a permit, blocking the calling thread (without the GIL) up to `timeout` seconds
-    /// (`None`: forever; `0`: do not wait). Returns whether a permit was taken.
+    /// (`None`: forever; `0`: do not wait). Returns whether a permit was taken. On a thread
+    /// whose event loop is running, waiting is refused with `RuntimeError` (use `aacquire`).
     #[pyo3(signature = (timeout=None))]
     fn acquire(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         // A bad timeout is an error even when a permit is free.
         let limit = timeout_limit(timeout)?;
         if self.core.try_acquire() {
             return Ok(true);
+        }
+        // Blocking here could wait for a task of this very loop, which then never runs: refuse
+        // (as the pool does). `timeout=0` never waits.
+        if limit != Some(Duration::ZERO) && crate::aio::in_running_loop(py)? {
+            return Err(Error::Runtime(
+                "no permit is free and waiting would block the running event loop: use \
+                 `async with sem:` / `await sem.aacquire()`"
+                    .into(),
+            )
+            .into());
         }
         let deadline = limit.and_then(|d| Instant::now().checked_add(d));
         let ticket = match self.core.acquire_or_enqueue(|| None) {
@@ -234,7 +245,10 @@ impl Drop for SemaphoreWait {
         let (_, next) = self.core.finish(&self.ticket, false);
         if waiter.is_some() || next.is_some() {
             let _ = Python::try_attach(|py| {
-                drop(waiter);
+                crate::lifecycle::drop_refs(
+                    py,
+                    waiter.into_iter().flat_map(AsyncWaiter::into_refs),
+                );
                 wake(py, next);
             });
         }
