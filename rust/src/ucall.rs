@@ -14,7 +14,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 use std::ptr;
 
 type CallFn = unsafe extern "C-unwind" fn(
@@ -60,11 +60,28 @@ impl Drop for HangOnExit {
 
 /// `f(*args)`.
 pub fn call<'py>(f: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    call_raw(f, args, ptr::null_mut())
+}
+
+/// `f(*args, **kwargs)`.
+pub fn call_kw<'py>(
+    f: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    call_raw(f, args, kwargs.as_ptr())
+}
+
+fn call_raw<'py>(
+    f: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = f.py();
     let guard = HangOnExit;
-    // SAFETY: attached (a `Bound` proves it); `f` and `args` are valid for the call, kwargs
-    // may be NULL; the result is a new reference or NULL with an exception set.
-    let out = unsafe { py_object_call()(f.as_ptr(), args.as_ptr(), ptr::null_mut()) };
+    // SAFETY: attached (a `Bound` proves it); `f`, `args` and `kwargs` (a dict or NULL) are
+    // valid for the call; the result is a new reference or NULL with an exception set.
+    let out = unsafe { py_object_call()(f.as_ptr(), args.as_ptr(), kwargs) };
     std::mem::forget(guard);
     // SAFETY: `out` is the owned result of the call above (NULL: the error is fetched).
     unsafe { Bound::from_owned_ptr_or_err(py, out) }
