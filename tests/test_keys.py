@@ -812,6 +812,67 @@ def test_model_dump_exceptions_propagate() -> None:
         hash_key({"x": Broken()})
 
 
+_EXIT_SCRIPT = """
+import dataclasses, datetime, sys, threading, time
+import agentperf as ap
+
+def slow():
+    time.sleep(0.0005)  # releases the GIL: wakes up during finalization
+
+@dataclasses.dataclass
+class D:
+    x: int
+
+class L(list):
+    def __getattr__(self, name):
+        slow()
+        raise AttributeError(name)
+
+class Zone(datetime.tzinfo):
+    def utcoffset(self, dt):
+        slow()
+        return datetime.timedelta(hours=1)
+
+class Dumps:
+    def model_dump(self):
+        slow()
+        return 1
+
+via = sys.argv[1]
+if via == "property":  # a dataclass field read through a property
+    obj = D(1)
+    D.x = property(lambda self: slow() or 1)
+elif via == "getattr":  # looking for model_dump on an object with __getattr__
+    obj = [L([1])]
+elif via == "utcoffset":
+    obj = datetime.datetime(2024, 1, 1, tzinfo=Zone())
+else:
+    obj = {"m": Dumps()}
+
+def loop():
+    while True:
+        ap.hash_key(obj)
+
+for _ in range(4):
+    threading.Thread(target=loop, daemon=True).start()
+time.sleep(0.1)
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("via", ["property", "getattr", "utcoffset", "model_dump"])
+def test_exit_with_daemon_threads_inside_the_key_walks_user_code(via: str) -> None:
+    """CPython <= 3.13 ends such threads with pthread_exit at exit; user code reached by the
+    key walk (a property, __getattr__, a tzinfo, model_dump) is behind the ucall guard, so the
+    process exits 0 instead of aborting."""
+    for _ in range(3):
+        p = subprocess.run(
+            [sys.executable, "-c", _EXIT_SCRIPT, via], capture_output=True, text=True, timeout=30
+        )
+        assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+        assert "Fatal Python error" not in p.stderr and "panicked" not in p.stderr, p.stderr
+
+
 @pytest.mark.timeout(60)
 def test_threads_agree() -> None:
     inputs = [EXAMPLE, _nest(50, "dict"), {str(i): list(range(i)) for i in range(30)}]

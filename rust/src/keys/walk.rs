@@ -202,8 +202,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         let py = self.py;
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "mode"), intern!(py, "json"))?;
-        let dumped = obj
-            .getattr(intern!(py, "model_dump"))
+        let dumped = crate::ucall::getattr(obj, intern!(py, "model_dump"))
             .and_then(|dump| crate::ucall::call_kw(&dump, &PyTuple::empty(py), &kwargs));
         let dumped = match dumped {
             Ok(d) => d,
@@ -353,7 +352,8 @@ impl<'w, 'py> Walker<'w, 'py> {
                 let name = name.cast_into::<PyString>()?;
                 *i += 1;
                 self.name(&name)?;
-                Ok(Some(obj.getattr(&name)?))
+                // A field may be a property: user code.
+                Ok(Some(crate::ucall::getattr(obj, &name)?))
             }
             Frame::Model { value, .. } | Frame::One { value } => Ok(value.take()),
         }
@@ -540,13 +540,13 @@ impl<'w, 'py> Walker<'w, 'py> {
         if obj.is_instance(ENUM_TYPE.import(py, "enum", "Enum")?)? {
             return self.enum_member(obj, stack);
         }
-        if obj
-            .get_type()
-            .hasattr(intern!(py, "__dataclass_fields__"))?
-        {
+        // Attribute reads of user classes (a metaclass's or the object's `__getattr__`) go
+        // through `ucall`, as calls do.
+        let ty = obj.get_type();
+        if crate::ucall::getattr_opt(ty.as_any(), intern!(py, "__dataclass_fields__"))?.is_some() {
             return self.open_dataclass(obj, stack);
         }
-        if let Some(dump) = obj.getattr_opt(intern!(py, "model_dump"))? {
+        if let Some(dump) = crate::ucall::getattr_opt(obj, intern!(py, "model_dump"))? {
             if dump.is_callable() {
                 self.enter(obj)?;
                 let depth = self.path.len();
@@ -696,7 +696,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         stack: &mut Vec<Frame<'py>>,
     ) -> PyResult<()> {
         let py = self.py;
-        let name = obj.getattr(intern!(py, "_name_"))?;
+        let name = crate::ucall::getattr(obj, intern!(py, "_name_"))?;
         if let Ok(name) = name.cast::<PyString>() {
             self.w.tag(tag::ENUM);
             self.class_name(obj)?;
@@ -704,7 +704,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         } else {
             self.w.tag(tag::ENUM_VALUE);
             self.class_name(obj)?;
-            let value = obj.getattr(intern!(py, "_value_"))?;
+            let value = crate::ucall::getattr(obj, intern!(py, "_value_"))?;
             stack.push(Frame::One { value: Some(value) });
             Ok(())
         }
@@ -719,7 +719,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         let fields_fn = DATACLASS_FIELDS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
             Ok(py.import("dataclasses")?.getattr("fields")?.unbind())
         })?;
-        let fields = fields_fn.bind(py).call1((obj,))?.cast_into::<PyTuple>()?;
+        let fields = crate::ucall::call1(fields_fn.bind(py), obj)?.cast_into::<PyTuple>()?;
         self.enter(obj)?;
         self.w.tag(tag::DATACLASS);
         self.class_name(obj)?;
