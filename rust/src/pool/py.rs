@@ -7,8 +7,8 @@
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
 use crate::blocking::{self, Waited};
+use crate::clock::MonotonicClock;
 use crate::errors::Error;
-use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
 use hashbrown::HashMap;
@@ -37,7 +37,7 @@ pub struct AsyncNotify {
 }
 
 type Notify = Option<AsyncNotify>;
-type Core = PoolCore<Agent, Notify, FastClock>;
+type Core = PoolCore<Agent, Notify, MonotonicClock>;
 
 type Fx = Effects<Agent, Notify>;
 
@@ -122,7 +122,7 @@ impl Inner {
 fn limit(field: &'static str, v: Option<f64>) -> Result<Option<Duration>, Error> {
     match v {
         None => Ok(None),
-        Some(s) => crate::clock::seconds(field, s),
+        Some(s) => Ok(crate::clock::seconds(field, s)?),
     }
 }
 
@@ -347,7 +347,7 @@ impl PyPool {
         let acquire_timeout = limit("acquire_timeout", acquire_timeout)?;
         let interval = crate::clock::seconds("cleanup_interval", cleanup_interval)?;
         let inner = Arc::new(Inner {
-            core: PoolCore::new(limits, FastClock::init()),
+            core: PoolCore::new(limits, MonotonicClock),
             destroy,
             rounds: Mutex::new(0),
             rounds_done: Condvar::new(),
