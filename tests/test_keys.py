@@ -606,6 +606,8 @@ def test_the_fallback_rewinds_inside_sets_dicts_and_large_values() -> None:
         {"a": [big, FrozenFetch(url="https://a.example/", note=big)], "b": {1, 2}},
         [big.encode(), Loose(value=[big, {"k": pydantic.HttpUrl("https://z.example/")}])],
         Loose(value=Loose(value=pydantic.AnyUrl("s3://bucket/key"))),
+        pydantic.RootModel[pydantic.HttpUrl]("https://root.example/"),  # the dump is the Url
+        pydantic.RootModel[list[Any]]([big, pydantic.HttpUrl("https://r.example/"), {"x": 2}]),
     ):
         assert hash_key(obj) == _ref_key(obj)
         assert hash_key(obj) == hash_key(obj)
