@@ -32,8 +32,8 @@
 //! so the guard could not act; the crate does not build that way.
 //!
 //! The factory, `check`, an agent's `close()`, `key_generator`, `model_dump()`, a `tzinfo`'s
-//! `utcoffset`, `dataclasses.fields`, the key walk's attribute reads of dataclasses, enums and
-//! objects that may have `model_dump` (properties, `__getattr__`), and
+//! `utcoffset`, `dataclasses.fields`, the key walk's attribute reads of dataclasses, enums,
+//! class names and objects that may have `model_dump` (properties, `__getattr__`), and
 //! `loop.call_soon_threadsafe` (which writes to a socket) are called through here, and a
 //! destroyed agent's last reference is dropped through here (its `__del__`). What is not:
 //! RELIABILITY.md, "Known, not fixed here".

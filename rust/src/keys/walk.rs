@@ -675,8 +675,9 @@ impl<'w, 'py> Walker<'w, 'py> {
     fn class_name(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let py = self.py;
         let ty = obj.get_type();
-        let module = ty.getattr(intern!(py, "__module__"))?.str()?;
-        let qualname = ty.getattr(intern!(py, "__qualname__"))?.str()?;
+        // A metaclass (pydantic's has `__getattr__`) may run Python code here.
+        let module = crate::ucall::getattr(ty.as_any(), intern!(py, "__module__"))?.str()?;
+        let qualname = crate::ucall::getattr(ty.as_any(), intern!(py, "__qualname__"))?.str()?;
         let name = PyString::new(py, &format!("{}.{}", module.to_cow()?, qualname.to_cow()?));
         self.name(&name)
     }
