@@ -1,9 +1,9 @@
 //! The PyO3-free cache core: get hit and set, str-like and digest keys, on the clock the
-//! bindings use (`FastClock`).
+//! bindings use (`MonotonicClock`).
 //! `cargo bench --bench cache`
 
 use _agentperf::cache::core::{ByteKey, ByteKeyRef, Cache, Ttl};
-use _agentperf::fastclock::FastClock;
+use _agentperf::clock::MonotonicClock;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,8 +17,8 @@ fn keys() -> Vec<String> {
 fn bench(c: &mut Criterion) {
     let ks = keys();
     for (name, ttl) in [("no_ttl", None), ("ttl", Some(Duration::from_secs(600)))] {
-        let cache: Cache<ByteKey, u64, FastClock> =
-            Cache::new(N, ttl, true, FastClock).expect("valid size");
+        let cache: Cache<ByteKey, u64, MonotonicClock> =
+            Cache::new(N, ttl, true, MonotonicClock).expect("valid size");
         for (i, k) in ks.iter().enumerate() {
             let _ = cache.set(ByteKey::new(0, k.as_bytes()), i as u64, Ttl::Default);
         }
@@ -42,8 +42,8 @@ fn bench(c: &mut Criterion) {
         });
     }
     // Insert of new keys into a full cache: every set evicts the LRU entry.
-    let cache: Cache<ByteKey, u64, FastClock> =
-        Cache::new(N, None, true, FastClock).expect("valid size");
+    let cache: Cache<ByteKey, u64, MonotonicClock> =
+        Cache::new(N, None, true, MonotonicClock).expect("valid size");
     let mut n = 0u64;
     c.bench_function("core/set_evict/str", |b| {
         b.iter(|| {
@@ -62,8 +62,8 @@ fn bench(c: &mut Criterion) {
             d
         })
         .collect();
-    let dc: Cache<[u8; 32], u64, FastClock> =
-        Cache::new(N, Some(Duration::from_secs(600)), true, FastClock).expect("valid");
+    let dc: Cache<[u8; 32], u64, MonotonicClock> =
+        Cache::new(N, Some(Duration::from_secs(600)), true, MonotonicClock).expect("valid");
     for (i, d) in digests.iter().enumerate() {
         let _ = dc.set(*d, i as u64, Ttl::Default);
     }

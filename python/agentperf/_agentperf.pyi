@@ -51,10 +51,14 @@ def hash_key(obj: object, /) -> str:
     length-prefixed, computed in Rust by walking ``obj`` directly. Supported: ``None``,
     ``bool``, ``int`` (any size), ``float`` (by IEEE-754 bits; every NaN alike, ``-0.0`` differs
     from ``0.0``), ``str``, ``bytes``/``bytearray``, ``list``, ``tuple``, ``dict`` (insertion
-    order ignored), ``set``/``frozenset`` (equal to each other), dataclass instances, enum
-    members and objects with ``model_dump()`` (pydantic); subclasses of the built-ins encode as
-    their base type. ``1``, ``1.0``, ``True`` and ``"1"`` all differ; so do a list and a tuple.
-    Stable across processes, runs and ``PYTHONHASHSEED``.
+    order ignored), ``set``/``frozenset`` (equal to each other), ``datetime.datetime``,
+    ``date``, ``time`` and ``timedelta`` (wall fields, ``fold`` and ``utcoffset()``),
+    ``uuid.UUID``, ``decimal.Decimal`` (not normalised: ``Decimal("1.0")`` and
+    ``Decimal("1.00")`` differ), dataclass instances, enum members and objects with
+    ``model_dump()`` (pydantic; a model whose dump holds a value of no supported type, such as
+    ``HttpUrl``, is keyed by its ``model_dump(mode="json")``); subclasses of the built-ins
+    encode as their base type. ``1``, ``1.0``, ``True`` and ``"1"`` all differ; so do a list
+    and a tuple. Stable across processes, runs and ``PYTHONHASHSEED``.
 
     >>> hash_key({"b": 1, "a": 2}) == hash_key({"a": 2, "b": 1})
     True

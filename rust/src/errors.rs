@@ -64,6 +64,22 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<crate::clock::BadSeconds> for Error {
+    fn from(e: crate::clock::BadSeconds) -> Error {
+        Error::Config {
+            field: e.field,
+            value: format!("{}", e.value),
+            why: e.why,
+        }
+    }
+}
+
+impl From<crate::clock::BadSeconds> for PyErr {
+    fn from(e: crate::clock::BadSeconds) -> PyErr {
+        Error::from(e).into()
+    }
+}
+
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         let msg = e.to_string();

@@ -8,7 +8,6 @@ mod blocking;
 pub mod cache;
 pub mod clock;
 pub mod errors;
-pub mod fastclock;
 pub mod keys;
 mod lifecycle;
 pub mod limiter;

@@ -9,9 +9,8 @@ use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
 use crate::aio::AsyncWaiter;
 use crate::args;
 use crate::blocking::{self, Waited};
-use crate::clock::{Clock, ManualClock, Nanos};
+use crate::clock::{Clock, ManualClock, MonotonicClock, Nanos};
 use crate::errors::Error;
-use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
 use crate::waitq::{Ticket, WaitQueue};
@@ -28,10 +27,10 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 
-/// The clock of a Python-facing cache: the fast monotonic clock, or a manual one for tests.
+/// The clock of a Python-facing cache: the monotonic clock, or a manual one for tests.
 #[derive(Debug, Clone)]
 pub enum AnyClock {
-    /// Real time ([`FastClock`]).
+    /// Real time ([`MonotonicClock`]).
     Mono,
     /// Moved by `_advance` (tests).
     Manual(Arc<ManualClock>),
@@ -41,7 +40,7 @@ impl Clock for AnyClock {
     #[inline]
     fn now(&self) -> Nanos {
         match self {
-            AnyClock::Mono => FastClock.now(),
+            AnyClock::Mono => MonotonicClock.now(),
             AnyClock::Manual(c) => c.now(),
         }
     }
@@ -115,9 +114,6 @@ fn make_store<K: super::core::Key>(
     count: bool,
     clock: AnyClock,
 ) -> PyResult<PyStore<K>> {
-    if matches!(clock, AnyClock::Mono) {
-        FastClock::init();
-    }
     Store::new(max_size, ttl, count, clock).map_err(|_| {
         Error::Config {
             field: "max_size",

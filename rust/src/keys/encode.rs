@@ -44,6 +44,62 @@ pub mod tag {
     pub const ENUM_VALUE: u8 = b'Q';
     /// Object with `model_dump()`: class name + the dumped value.
     pub const MODEL: u8 = b'P';
+    /// Object with `model_dump()` whose Python-mode dump holds a value of no supported type:
+    /// class name + `model_dump(mode="json")`.
+    pub const MODEL_JSON: u8 = b'J';
+    /// `datetime.date`: year (2 bytes), month, day.
+    pub const DATE: u8 = b'Y';
+    /// `datetime.time`: hour, minute, second, microsecond (4 bytes), fold, then `utcoffset()`
+    /// (`N` or a timedelta).
+    pub const TIME: u8 = b'H';
+    /// `datetime.datetime`: the date's 4 bytes and the time's 8, then `utcoffset()`.
+    pub const DATETIME: u8 = b'W';
+    /// `datetime.timedelta`: days (4 bytes, signed), seconds (4), microseconds (4).
+    pub const TIMEDELTA: u8 = b'V';
+    /// `uuid.UUID`: its 16 bytes (`uuid.bytes`, big-endian).
+    pub const UUID: u8 = b'G';
+    /// `decimal.Decimal`: sign byte, length + ASCII digits, then the exponent: an int, or one
+    /// byte `F` (infinity), `n` (NaN), `N` (signalling NaN), as `as_tuple()` gives it.
+    pub const DECIMAL: u8 = b'X';
+}
+
+/// A `datetime.time`'s fields (also the time part of a `datetime.datetime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeFields {
+    /// 0..=23.
+    pub hour: u8,
+    /// 0..=59.
+    pub minute: u8,
+    /// 0..=59.
+    pub second: u8,
+    /// 0..=999_999.
+    pub microsecond: u32,
+    /// 0 or 1 (PEP 495).
+    pub fold: u8,
+}
+
+/// A `datetime.timedelta`'s normalised fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delta {
+    /// -999_999_999..=999_999_999.
+    pub days: i32,
+    /// 0..=86_399.
+    pub seconds: u32,
+    /// 0..=999_999.
+    pub microseconds: u32,
+}
+
+/// A `decimal.Decimal`'s exponent as `as_tuple()` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalExp {
+    /// A finite number's exponent.
+    Finite(i64),
+    /// `'F'`: infinity.
+    Infinity,
+    /// `'n'`: a quiet NaN.
+    NaN,
+    /// `'N'`: a signalling NaN.
+    SNaN,
 }
 
 /// The canonical bit pattern every NaN encodes as.
@@ -53,6 +109,15 @@ pub const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
 const STREAM_THRESHOLD: usize = 512;
 /// A buffer grown past this is shrunk back after use, so one huge key holds no memory.
 const KEEP_CAPACITY: usize = 1 << 20;
+
+/// A point the writer can go back to (see [`Writer::mark`]).
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Mark {
+    len: usize,
+    ranges: usize,
+    open: usize,
+}
 
 /// An open unordered container (see [`Writer::begin_unordered`]).
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +289,106 @@ impl Writer {
     #[inline]
     pub fn bytes(&mut self, b: &[u8]) {
         self.field(Some(tag::BYTES), b);
+    }
+
+    /// A `datetime.date`.
+    #[inline]
+    pub fn date(&mut self, year: u16, month: u8, day: u8) {
+        self.tag(tag::DATE);
+        self.date_fields(year, month, day);
+    }
+
+    fn date_fields(&mut self, year: u16, month: u8, day: u8) {
+        self.buf.extend_from_slice(&year.to_le_bytes());
+        self.buf.extend_from_slice(&[month, day]);
+    }
+
+    fn time_fields(&mut self, t: TimeFields, offset: Option<Delta>) {
+        self.buf.extend_from_slice(&[t.hour, t.minute, t.second]);
+        self.buf.extend_from_slice(&t.microsecond.to_le_bytes());
+        self.buf.push(t.fold);
+        match offset {
+            None => self.none(),
+            Some(d) => self.timedelta(d),
+        }
+    }
+
+    /// A `datetime.time`, with its `utcoffset()` (`None` when naive).
+    #[inline]
+    pub fn time(&mut self, t: TimeFields, offset: Option<Delta>) {
+        self.tag(tag::TIME);
+        self.time_fields(t, offset);
+    }
+
+    /// A `datetime.datetime`, with its `utcoffset()` (`None` when naive).
+    #[inline]
+    pub fn datetime(
+        &mut self,
+        year: u16,
+        month: u8,
+        day: u8,
+        t: TimeFields,
+        offset: Option<Delta>,
+    ) {
+        self.tag(tag::DATETIME);
+        self.date_fields(year, month, day);
+        self.time_fields(t, offset);
+    }
+
+    /// A `datetime.timedelta`.
+    #[inline]
+    pub fn timedelta(&mut self, d: Delta) {
+        self.tag(tag::TIMEDELTA);
+        self.buf.extend_from_slice(&d.days.to_le_bytes());
+        self.buf.extend_from_slice(&d.seconds.to_le_bytes());
+        self.buf.extend_from_slice(&d.microseconds.to_le_bytes());
+    }
+
+    /// A `uuid.UUID`, by its 16 big-endian bytes.
+    #[inline]
+    pub fn uuid(&mut self, b: [u8; 16]) {
+        self.tag(tag::UUID);
+        self.buf.extend_from_slice(&b);
+    }
+
+    /// A `decimal.Decimal` as `as_tuple()` gives it: sign (0 or 1), the coefficient's digits
+    /// as ASCII, the exponent.
+    pub fn decimal(&mut self, negative: bool, digits: &[u8], exp: DecimalExp) {
+        self.tag(tag::DECIMAL);
+        self.buf.push(u8::from(negative));
+        self.name(digits);
+        match exp {
+            DecimalExp::Finite(e) => self.int(e),
+            DecimalExp::Infinity => self.buf.push(b'F'),
+            DecimalExp::NaN => self.buf.push(b'n'),
+            DecimalExp::SNaN => self.buf.push(b'N'),
+        }
+    }
+
+    /// A point to go back to with [`Writer::rewind`]. Until [`Writer::release`], nothing
+    /// written is streamed into the hasher (it all stays rewindable).
+    #[inline]
+    pub fn mark(&mut self) -> Mark {
+        let m = Mark {
+            len: self.buf.len(),
+            ranges: self.ranges.len(),
+            open: self.open,
+        };
+        self.open += 1;
+        m
+    }
+
+    /// Forgets everything written since `m` (which stays held: write again, then release).
+    pub fn rewind(&mut self, m: Mark) {
+        self.buf.truncate(m.len);
+        self.ranges.truncate(m.ranges);
+        self.open = m.open + 1;
+    }
+
+    /// Ends the hold of `m`: what was written since stays.
+    #[inline]
+    pub fn release(&mut self, m: Mark) {
+        self.open = m.open;
     }
 
     /// Opens an unordered container: writes its tag and count; then each item goes between

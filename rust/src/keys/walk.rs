@@ -15,7 +15,7 @@ use pyo3::types::{
     PyTuple, PyType,
 };
 
-use super::encode::{tag, Group, Writer};
+use super::encode::{tag, DecimalExp, Delta, Group, Mark, TimeFields, Writer};
 
 /// The deepest nesting of containers (list, tuple, dict, set, frozenset, dataclass, model)
 /// a key may have; one more level raises `ValueError`.
@@ -23,6 +23,39 @@ pub const MAX_DEPTH: usize = 256;
 
 static ENUM_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DATACLASS_FIELDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static EVERYDAY: PyOnceLock<Everyday> = PyOnceLock::new();
+
+/// The exact types of the standard library's everyday values, which have tags of their own.
+struct Everyday {
+    datetime: Py<PyType>,
+    date: Py<PyType>,
+    time: Py<PyType>,
+    timedelta: Py<PyType>,
+    uuid: Py<PyType>,
+    decimal: Py<PyType>,
+}
+
+impl Everyday {
+    fn get(py: Python<'_>) -> PyResult<&Everyday> {
+        EVERYDAY.get_or_try_init(py, || {
+            let ty = |module: &str, name: &str| -> PyResult<Py<PyType>> {
+                Ok(py
+                    .import(module)?
+                    .getattr(name)?
+                    .cast_into::<PyType>()?
+                    .unbind())
+            };
+            Ok(Everyday {
+                datetime: ty("datetime", "datetime")?,
+                date: ty("datetime", "date")?,
+                time: ty("datetime", "time")?,
+                timedelta: ty("datetime", "timedelta")?,
+                uuid: ty("uuid", "UUID")?,
+                decimal: ty("decimal", "Decimal")?,
+            })
+        })
+    }
+}
 
 /// An open container: what is left to visit, and how to close it.
 pub(crate) enum Frame<'py> {
@@ -56,12 +89,18 @@ pub(crate) enum Frame<'py> {
         fields: Bound<'py, PyTuple>,
         i: usize,
     },
-    /// One value still to write (a model's dump, a nameless enum member's value); `container`
-    /// says whether closing it leaves a level of the path.
-    One {
+    /// An object with `model_dump()`: its dump still to write (`value`). `mark` is where its
+    /// encoding starts, so that a dump holding an unsupported value can be rewritten as the
+    /// `mode="json"` dump (`json` says whether it already is).
+    Model {
+        obj: Bound<'py, PyAny>,
         value: Option<Bound<'py, PyAny>>,
-        container: bool,
+        mark: Mark,
+        depth: usize,
+        json: bool,
     },
+    /// A nameless enum member's value, still to write.
+    One { value: Option<Bound<'py, PyAny>> },
 }
 
 /// A reusable, empty frame stack (kept per thread, so a key allocates no stack once warm).
@@ -95,12 +134,20 @@ pub(crate) struct Walker<'w, 'py> {
     w: &'w mut Writer,
     /// Addresses of the containers on the current path (cycle detection; its length is the depth).
     path: &'w mut Vec<usize>,
+    /// Set with the `TypeError` for a value of no supported type, which a model around it may
+    /// recover from (by its `mode="json"` dump); every other error propagates as it is.
+    unsupported: bool,
 }
 
 impl<'w, 'py> Walker<'w, 'py> {
     pub(crate) fn new(py: Python<'py>, w: &'w mut Writer, path: &'w mut Vec<usize>) -> Self {
         path.clear();
-        Walker { py, w, path }
+        Walker {
+            py,
+            w,
+            path,
+            unsupported: false,
+        }
     }
 
     /// Writes `root`.
@@ -112,16 +159,67 @@ impl<'w, 'py> Walker<'w, 'py> {
         stack.clear();
         self.visit(root, stack)?;
         while let Some(top) = stack.last_mut() {
-            match self.next_child(top)? {
-                Some(child) => self.visit(&child, stack)?,
-                None => {
-                    if let Some(done) = stack.pop() {
-                        self.close(done)?;
-                    }
-                }
+            let step = match self.next_child(top) {
+                Ok(Some(child)) => self.visit(&child, stack),
+                Ok(None) => match stack.pop() {
+                    Some(done) => self.close(done),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = step {
+                self.recover(e, stack)?;
             }
         }
         Ok(())
+    }
+
+    /// After an error: if it is an unsupported value inside a model's Python-mode dump, the
+    /// innermost such model is rewritten from its `model_dump(mode="json")`; otherwise the
+    /// error is returned. Costs nothing until a value is unsupported.
+    #[cold]
+    fn recover(&mut self, e: PyErr, stack: &mut Vec<Frame<'py>>) -> PyResult<()> {
+        if !std::mem::take(&mut self.unsupported) {
+            return Err(e);
+        }
+        let Some(i) = stack
+            .iter()
+            .rposition(|f| matches!(f, Frame::Model { json: false, .. }))
+        else {
+            return Err(e);
+        };
+        stack.truncate(i + 1);
+        let Some(Frame::Model {
+            obj,
+            value,
+            mark,
+            depth,
+            json,
+        }) = stack.last_mut()
+        else {
+            return Err(e);
+        };
+        let py = self.py;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "mode"), intern!(py, "json"))?;
+        let dumped = crate::ucall::getattr(obj, intern!(py, "model_dump"))
+            .and_then(|dump| crate::ucall::call_kw(&dump, &PyTuple::empty(py), &kwargs));
+        let dumped = match dumped {
+            Ok(d) => d,
+            Err(json_err) => {
+                // Not a pydantic model after all (or its JSON dump fails too): the value's own
+                // error, which says what to do, with the JSON dump's as its cause.
+                e.set_cause(py, Some(json_err));
+                return Err(e);
+            }
+        };
+        let obj = obj.clone();
+        self.path.truncate(*depth);
+        self.w.rewind(*mark);
+        self.w.tag(tag::MODEL_JSON);
+        *value = Some(dumped);
+        *json = true;
+        self.class_name(&obj)
     }
 
     /// Writes `obj` if it is of an exact scalar type (str, int, float, None, bool, bytes) and
@@ -254,9 +352,10 @@ impl<'w, 'py> Walker<'w, 'py> {
                 let name = name.cast_into::<PyString>()?;
                 *i += 1;
                 self.name(&name)?;
-                Ok(Some(obj.getattr(&name)?))
+                // A field may be a property: user code.
+                Ok(Some(crate::ucall::getattr(obj, &name)?))
             }
-            Frame::One { value, .. } => Ok(value.take()),
+            Frame::Model { value, .. } | Frame::One { value } => Ok(value.take()),
         }
     }
 
@@ -280,11 +379,8 @@ impl<'w, 'py> Walker<'w, 'py> {
                 self.w.end_unordered(group);
             }
             Frame::Fields { .. } => {}
-            Frame::One { container, .. } => {
-                if !container {
-                    return Ok(());
-                }
-            }
+            Frame::Model { mark, .. } => self.w.release(mark),
+            Frame::One { .. } => return Ok(()),
         }
         self.path.pop();
         Ok(())
@@ -435,29 +531,42 @@ impl<'w, 'py> Walker<'w, 'py> {
     #[inline(never)]
     fn other(&mut self, obj: &Bound<'py, PyAny>, stack: &mut Vec<Frame<'py>>) -> PyResult<()> {
         let py = self.py;
+        if self.everyday(obj)? {
+            return Ok(());
+        }
         if obj.is_instance_of::<PyType>() {
-            return Err(unsupported(obj));
+            return Err(self.unsupported(obj));
         }
         if obj.is_instance(ENUM_TYPE.import(py, "enum", "Enum")?)? {
             return self.enum_member(obj, stack);
         }
-        if obj
-            .get_type()
-            .hasattr(intern!(py, "__dataclass_fields__"))?
-        {
+        // Attribute reads of user classes (a metaclass's or the object's `__getattr__`) go
+        // through `ucall`, as calls do.
+        let ty = obj.get_type();
+        if crate::ucall::getattr_opt(ty.as_any(), intern!(py, "__dataclass_fields__"))?.is_some() {
             return self.open_dataclass(obj, stack);
         }
-        if let Some(dump) = obj.getattr_opt(intern!(py, "model_dump"))? {
+        if let Some(dump) = crate::ucall::getattr_opt(obj, intern!(py, "model_dump"))? {
             if dump.is_callable() {
                 self.enter(obj)?;
-                self.w.tag(tag::MODEL);
-                self.class_name(obj)?;
-                let dumped = crate::ucall::call0(&dump)?;
-                stack.push(Frame::One {
-                    value: Some(dumped),
-                    container: true,
+                let depth = self.path.len();
+                let mark = self.w.mark();
+                let opened = self.class_name_after(tag::MODEL, obj).and_then(|()| {
+                    let dumped = crate::ucall::call0(&dump)?;
+                    stack.push(Frame::Model {
+                        obj: obj.clone(),
+                        value: Some(dumped),
+                        mark,
+                        depth,
+                        json: false,
+                    });
+                    Ok(())
                 });
-                return Ok(());
+                if opened.is_err() {
+                    // No frame holds the mark: give it back here.
+                    self.w.release(mark);
+                }
+                return opened;
             }
         }
         if let Ok(s) = obj.cast::<PyString>() {
@@ -482,16 +591,93 @@ impl<'w, 'py> Walker<'w, 'py> {
         } else if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
             self.open_set(obj, stack)
         } else {
-            Err(unsupported(obj))
+            Err(self.unsupported(obj))
         }
+    }
+
+    /// The `TypeError` for `obj`, noted as recoverable by a model around it.
+    #[cold]
+    fn unsupported(&mut self, obj: &Bound<'py, PyAny>) -> PyErr {
+        self.unsupported = true;
+        unsupported(obj)
+    }
+
+    /// Writes `obj` if its type is exactly `datetime`, `date`, `time`, `timedelta`, `UUID` or
+    /// `Decimal`, and says whether it did. (Subclasses such as `pandas.Timestamp` carry more than
+    /// these fields and are not read as their base.)
+    fn everyday(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let py = self.py;
+        let t = Everyday::get(py)?;
+        let ty = obj.get_type();
+        let ty = ty.as_ptr();
+        if ty == t.datetime.as_ptr() {
+            let (y, m, d) = date_fields(obj)?;
+            let (time, offset) = time_fields(obj)?;
+            self.w.datetime(y, m, d, time, offset);
+        } else if ty == t.date.as_ptr() {
+            let (y, m, d) = date_fields(obj)?;
+            self.w.date(y, m, d);
+        } else if ty == t.time.as_ptr() {
+            let (time, offset) = time_fields(obj)?;
+            self.w.time(time, offset);
+        } else if ty == t.timedelta.as_ptr() {
+            self.w.timedelta(delta(obj)?);
+        } else if ty == t.uuid.as_ptr() {
+            let v: u128 = obj.getattr(intern!(py, "int"))?.extract()?;
+            self.w.uuid(v.to_be_bytes());
+        } else if ty == t.decimal.as_ptr() {
+            self.decimal(obj)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn decimal(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let py = self.py;
+        let parts = obj.call_method0(intern!(py, "as_tuple"))?;
+        let (sign, digits, exp): (u8, Bound<'py, PyTuple>, Bound<'py, PyAny>) = parts.extract()?;
+        let mut ascii = Vec::with_capacity(digits.len());
+        for d in digits.iter() {
+            let d: u8 = d.extract()?;
+            if d > 9 {
+                return Err(PyValueError::new_err(format!(
+                    "hash_key: a Decimal digit out of range ({d})"
+                )));
+            }
+            ascii.push(b'0' + d);
+        }
+        let exp = if let Ok(s) = exp.cast::<PyString>() {
+            match s.to_str()? {
+                "F" => DecimalExp::Infinity,
+                "n" => DecimalExp::NaN,
+                "N" => DecimalExp::SNaN,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "hash_key: unknown Decimal exponent {other:?}"
+                    )))
+                }
+            }
+        } else {
+            DecimalExp::Finite(exp.extract()?)
+        };
+        self.w.decimal(sign != 0, &ascii, exp);
+        Ok(())
+    }
+
+    /// A tag, then the class name (see [`Walker::class_name`]).
+    fn class_name_after(&mut self, t: u8, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.w.tag(t);
+        self.class_name(obj)
     }
 
     /// `f"{cls.__module__}.{cls.__qualname__}"` as a length-prefixed name.
     fn class_name(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let py = self.py;
         let ty = obj.get_type();
-        let module = ty.getattr(intern!(py, "__module__"))?.str()?;
-        let qualname = ty.getattr(intern!(py, "__qualname__"))?.str()?;
+        // A metaclass (pydantic's has `__getattr__`) may run Python code here.
+        let module = crate::ucall::getattr(ty.as_any(), intern!(py, "__module__"))?.str()?;
+        let qualname = crate::ucall::getattr(ty.as_any(), intern!(py, "__qualname__"))?.str()?;
         let name = PyString::new(py, &format!("{}.{}", module.to_cow()?, qualname.to_cow()?));
         self.name(&name)
     }
@@ -511,7 +697,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         stack: &mut Vec<Frame<'py>>,
     ) -> PyResult<()> {
         let py = self.py;
-        let name = obj.getattr(intern!(py, "_name_"))?;
+        let name = crate::ucall::getattr(obj, intern!(py, "_name_"))?;
         if let Ok(name) = name.cast::<PyString>() {
             self.w.tag(tag::ENUM);
             self.class_name(obj)?;
@@ -519,11 +705,8 @@ impl<'w, 'py> Walker<'w, 'py> {
         } else {
             self.w.tag(tag::ENUM_VALUE);
             self.class_name(obj)?;
-            let value = obj.getattr(intern!(py, "_value_"))?;
-            stack.push(Frame::One {
-                value: Some(value),
-                container: false,
-            });
+            let value = crate::ucall::getattr(obj, intern!(py, "_value_"))?;
+            stack.push(Frame::One { value: Some(value) });
             Ok(())
         }
     }
@@ -537,7 +720,7 @@ impl<'w, 'py> Walker<'w, 'py> {
         let fields_fn = DATACLASS_FIELDS.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
             Ok(py.import("dataclasses")?.getattr("fields")?.unbind())
         })?;
-        let fields = fields_fn.bind(py).call1((obj,))?.cast_into::<PyTuple>()?;
+        let fields = crate::ucall::call1(fields_fn.bind(py), obj)?.cast_into::<PyTuple>()?;
         self.enter(obj)?;
         self.w.tag(tag::DATACLASS);
         self.class_name(obj)?;
@@ -564,6 +747,47 @@ fn surrogatepass<'py>(s: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyBytes>>
     Ok(b.cast_into::<PyBytes>()?)
 }
 
+/// A date's (or datetime's) year, month and day.
+fn date_fields(obj: &Bound<'_, PyAny>) -> PyResult<(u16, u8, u8)> {
+    let py = obj.py();
+    Ok((
+        obj.getattr(intern!(py, "year"))?.extract()?,
+        obj.getattr(intern!(py, "month"))?.extract()?,
+        obj.getattr(intern!(py, "day"))?.extract()?,
+    ))
+}
+
+/// A time's (or datetime's) fields and `utcoffset()` (not called when `tzinfo` is None).
+fn time_fields(obj: &Bound<'_, PyAny>) -> PyResult<(TimeFields, Option<Delta>)> {
+    let py = obj.py();
+    let t = TimeFields {
+        hour: obj.getattr(intern!(py, "hour"))?.extract()?,
+        minute: obj.getattr(intern!(py, "minute"))?.extract()?,
+        second: obj.getattr(intern!(py, "second"))?.extract()?,
+        microsecond: obj.getattr(intern!(py, "microsecond"))?.extract()?,
+        fold: obj.getattr(intern!(py, "fold"))?.extract()?,
+    };
+    if obj.getattr(intern!(py, "tzinfo"))?.is_none() {
+        return Ok((t, None));
+    }
+    // A tzinfo's utcoffset is user code; datetime checks that it returns a timedelta or None.
+    let offset = crate::ucall::call0(&obj.getattr(intern!(py, "utcoffset"))?)?;
+    if offset.is_none() {
+        Ok((t, None))
+    } else {
+        Ok((t, Some(delta(&offset)?)))
+    }
+}
+
+fn delta(obj: &Bound<'_, PyAny>) -> PyResult<Delta> {
+    let py = obj.py();
+    Ok(Delta {
+        days: obj.getattr(intern!(py, "days"))?.extract()?,
+        seconds: obj.getattr(intern!(py, "seconds"))?.extract()?,
+        microseconds: obj.getattr(intern!(py, "microseconds"))?.extract()?,
+    })
+}
+
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     match obj.get_type().fully_qualified_name() {
         Ok(n) => n.to_string(),
@@ -582,8 +806,8 @@ fn unsupported(obj: &Bound<'_, PyAny>) -> PyErr {
     };
     PyTypeError::new_err(format!(
         "hash_key cannot encode {what}: supported are None, bool, int, float, str, bytes, \
-         bytearray, list, tuple, dict, set, frozenset, dataclass instances, enums and objects \
-         with model_dump(); pass a key_generator (e.g. CacheConfig(key_generator=...)) to key \
+         bytearray, list, tuple, dict, set, frozenset, datetime, date, time, timedelta, UUID, \
+         Decimal, dataclass instances, enums and objects with model_dump(); pass a key_generator (e.g. CacheConfig(key_generator=...)) to key \
          other inputs"
     ))
 }

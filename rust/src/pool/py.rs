@@ -8,8 +8,8 @@
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
 use crate::blocking::{self, Waited};
+use crate::clock::MonotonicClock;
 use crate::errors::{CoreError, Error};
-use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
 use hashbrown::HashMap;
@@ -38,7 +38,7 @@ pub struct AsyncNotify {
 }
 
 type Notify = Option<AsyncNotify>;
-type Core = PoolCore<Agent, Notify, FastClock>;
+type Core = PoolCore<Agent, Notify, MonotonicClock>;
 
 type Fx = Effects<Agent, Notify>;
 
@@ -334,7 +334,7 @@ impl PyPool {
         let acquire_timeout = limit(acquire_timeout);
         let interval = limit(Some(cleanup_interval));
         let inner = Arc::new(Inner {
-            core: PoolCore::new(limits, FastClock::init()),
+            core: PoolCore::new(limits, MonotonicClock),
             destroy,
             rounds: Mutex::new(0),
             rounds_done: Condvar::new(),

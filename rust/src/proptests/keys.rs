@@ -2,14 +2,16 @@
 //! `docs/keys.md`.
 //!
 //! Arbitrary trees of the values the walker feeds (None, bools, ints of any size, floats with
-//! any bits, str, bytes, list, tuple, dict, set, dataclass, enum, model) are written the way
+//! any bits, str, bytes, list, tuple, dict, set, dataclass, enum, model, datetime, date, time,
+//! timedelta, UUID, Decimal, and a model rewritten from its JSON dump after a partial Python
+//! dump) are written the way
 //! `walk.rs` writes them. Properties: no panic; the digest is SHA-256 of the version tag and
 //! the reference encoding (a plain recursive encoder, sorting dict entries and set members by
 //! their bytes); the reference encoding decodes back to the tree's canonical value, so it is
 //! injective (different values, different bytes); the digest ignores dict/set order and the
 //! writer's previous use.
 
-use crate::keys::encode::{tag, Writer, CANONICAL_NAN, VERSION};
+use crate::keys::encode::{tag, DecimalExp, Delta, TimeFields, Writer, CANONICAL_NAN, VERSION};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use sha2::{Digest, Sha256};
@@ -33,7 +35,18 @@ enum V {
     Dataclass(String, Vec<(String, V)>),
     Enum(String, String),
     Model(String, Box<V>),
+    /// A model whose Python dump (the first value) is written in part, then rewound, and
+    /// written again from its JSON dump (the second).
+    Rewound(String, Box<V>, Box<V>),
+    Date(u16, u8, u8),
+    Time(TimeFields, Option<Delta>),
+    DateTime((u16, u8, u8), TimeFields, Option<Delta>),
+    Delta(Delta),
+    Uuid([u8; 16]),
+    Decimal(bool, Vec<u8>, DecimalExp),
 }
+
+type CTime = (u8, u8, u8, u32, u8, Option<(i32, u32, u32)>);
 
 /// The value a tree means: what must decide equality of keys.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +65,29 @@ enum C {
     Dataclass(Vec<u8>, Vec<(Vec<u8>, C)>),
     Enum(Vec<u8>, Vec<u8>),
     Model(Vec<u8>, Box<C>),
+    ModelJson(Vec<u8>, Box<C>),
+    Date(u16, u8, u8),
+    Time(CTime),
+    DateTime((u16, u8, u8), CTime),
+    Delta((i32, u32, u32)),
+    Uuid([u8; 16]),
+    /// Sign, digits, exponent kind (0 finite, b'F', b'n', b'N'), finite exponent.
+    Decimal(bool, Vec<u8>, u8, i64),
+}
+
+fn cdelta(d: &Delta) -> (i32, u32, u32) {
+    (d.days, d.seconds, d.microseconds)
+}
+
+fn ctime(t: &TimeFields, off: &Option<Delta>) -> CTime {
+    (
+        t.hour,
+        t.minute,
+        t.second,
+        t.microsecond,
+        t.fold,
+        off.as_ref().map(cdelta),
+    )
 }
 
 fn float_bits(f: f64) -> u64 {
@@ -82,6 +118,21 @@ fn canon(v: &V) -> C {
         ),
         V::Enum(cls, m) => C::Enum(cls.as_bytes().to_vec(), m.as_bytes().to_vec()),
         V::Model(cls, v) => C::Model(cls.as_bytes().to_vec(), Box::new(canon(v))),
+        V::Rewound(cls, _, json) => C::ModelJson(cls.as_bytes().to_vec(), Box::new(canon(json))),
+        V::Date(y, m, d) => C::Date(*y, *m, *d),
+        V::Time(t, off) => C::Time(ctime(t, off)),
+        V::DateTime(d, t, off) => C::DateTime(*d, ctime(t, off)),
+        V::Delta(d) => C::Delta(cdelta(d)),
+        V::Uuid(b) => C::Uuid(*b),
+        V::Decimal(neg, digits, exp) => {
+            let (kind, e) = match exp {
+                DecimalExp::Finite(e) => (0, *e),
+                DecimalExp::Infinity => (b'F', 0),
+                DecimalExp::NaN => (b'n', 0),
+                DecimalExp::SNaN => (b'N', 0),
+            };
+            C::Decimal(*neg, digits.clone(), kind, e)
+        }
     }
 }
 
@@ -153,6 +204,31 @@ fn write(w: &mut Writer, v: &V) {
             w.name(cls.as_bytes());
             write(w, v);
         }
+        V::Rewound(cls, partial, json) => {
+            // As the walker does when the Python dump holds an unsupported value: what was
+            // written of it (here: `partial`, then `partial` again inside a dict left open) is
+            // rewound and the JSON dump written instead.
+            let m = w.mark();
+            w.tag(tag::MODEL);
+            w.name(cls.as_bytes());
+            write(w, partial);
+            let g = w.begin_unordered(tag::DICT, 2);
+            let s = w.item_start();
+            write(w, partial);
+            w.item_end(s);
+            let _unclosed = g;
+            w.rewind(m);
+            w.tag(tag::MODEL_JSON);
+            w.name(cls.as_bytes());
+            write(w, json);
+            w.release(m);
+        }
+        V::Date(y, m, d) => w.date(*y, *m, *d),
+        V::Time(t, off) => w.time(*t, *off),
+        V::DateTime((y, m, d), t, off) => w.datetime(*y, *m, *d, *t, *off),
+        V::Delta(d) => w.timedelta(*d),
+        V::Uuid(b) => w.uuid(*b),
+        V::Decimal(neg, digits, exp) => w.decimal(*neg, digits, *exp),
     }
 }
 
@@ -245,12 +321,67 @@ fn ref_into(out: &mut Vec<u8>, c: &C) {
             blob(out, cls);
             blob(out, m);
         }
-        C::Model(cls, v) => {
-            out.push(b'P');
+        C::Model(cls, v) | C::ModelJson(cls, v) => {
+            out.push(if matches!(c, C::Model(..)) {
+                b'P'
+            } else {
+                b'J'
+            });
             blob(out, cls);
             ref_into(out, v);
         }
+        C::Date(y, m, d) => {
+            out.push(b'Y');
+            ref_date(out, *y, *m, *d);
+        }
+        C::Time(t) => {
+            out.push(b'H');
+            ref_time(out, t);
+        }
+        C::DateTime((y, m, d), t) => {
+            out.push(b'W');
+            ref_date(out, *y, *m, *d);
+            ref_time(out, t);
+        }
+        C::Delta(d) => ref_delta(out, *d),
+        C::Uuid(b) => {
+            out.push(b'G');
+            out.extend_from_slice(b);
+        }
+        C::Decimal(neg, digits, kind, e) => {
+            out.push(b'X');
+            out.push(u8::from(*neg));
+            blob(out, digits);
+            if *kind == 0 {
+                out.push(b'I');
+                blob(out, &int_bytes(i128::from(*e)));
+            } else {
+                out.push(*kind);
+            }
+        }
     }
+}
+
+fn ref_date(out: &mut Vec<u8>, y: u16, m: u8, d: u8) {
+    out.extend_from_slice(&y.to_le_bytes());
+    out.extend_from_slice(&[m, d]);
+}
+
+fn ref_time(out: &mut Vec<u8>, t: &CTime) {
+    out.extend_from_slice(&[t.0, t.1, t.2]);
+    out.extend_from_slice(&t.3.to_le_bytes());
+    out.push(t.4);
+    match t.5 {
+        None => out.push(b'N'),
+        Some(d) => ref_delta(out, d),
+    }
+}
+
+fn ref_delta(out: &mut Vec<u8>, d: (i32, u32, u32)) {
+    out.push(b'V');
+    out.extend_from_slice(&d.0.to_le_bytes());
+    out.extend_from_slice(&d.1.to_le_bytes());
+    out.extend_from_slice(&d.2.to_le_bytes());
 }
 
 fn ref_digest(c: &C) -> [u8; 32] {
@@ -292,6 +423,28 @@ impl Dec<'_> {
     fn blob(&mut self) -> Option<Vec<u8>> {
         let n = self.len()?;
         self.take(n)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn date(&mut self) -> Option<(u16, u8, u8)> {
+        let y = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+        Some((y, self.byte()?, self.byte()?))
+    }
+    fn delta(&mut self) -> Option<(i32, u32, u32)> {
+        let days = i32::from_le_bytes(self.take(4)?.try_into().ok()?);
+        Some((days, self.u32()?, self.u32()?))
+    }
+    fn time(&mut self) -> Option<CTime> {
+        let (h, m, s) = (self.byte()?, self.byte()?, self.byte()?);
+        let us = self.u32()?;
+        let fold = self.byte()?;
+        let off = match self.byte()? {
+            b'N' => None,
+            b'V' => Some(self.delta()?),
+            _ => return None,
+        };
+        Some((h, m, s, us, fold, off))
     }
     fn value(&mut self) -> Option<C> {
         Some(match self.byte()? {
@@ -342,8 +495,43 @@ impl Dec<'_> {
             }
             b'K' => C::Enum(self.blob()?, self.blob()?),
             b'P' => C::Model(self.blob()?, Box::new(self.value()?)),
+            b'J' => C::ModelJson(self.blob()?, Box::new(self.value()?)),
+            b'Y' => {
+                let (y, m, d) = self.date()?;
+                C::Date(y, m, d)
+            }
+            b'H' => C::Time(self.time()?),
+            b'W' => C::DateTime(self.date()?, self.time()?),
+            b'V' => C::Delta(self.delta()?),
+            b'G' => C::Uuid(self.take(16)?.try_into().ok()?),
+            b'X' => {
+                let neg = match self.byte()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                let digits = self.blob()?;
+                match self.byte()? {
+                    b'I' => match self.value_after_int()? {
+                        C::Int(e) => C::Decimal(neg, digits, 0, i64::try_from(e).ok()?),
+                        _ => return None,
+                    },
+                    k @ (b'F' | b'n' | b'N') => C::Decimal(neg, digits, k, 0),
+                    _ => return None,
+                }
+            }
             _ => return None,
         })
+    }
+}
+
+impl Dec<'_> {
+    /// An int whose tag was just read.
+    fn value_after_int(&mut self) -> Option<C> {
+        let b = self.blob()?;
+        let mut le = [if b.last()? & 0x80 != 0 { 0xff } else { 0 }; 16];
+        le.get_mut(..b.len())?.copy_from_slice(&b);
+        Some(C::Int(i128::from_le_bytes(le)))
     }
 }
 
@@ -396,6 +584,35 @@ fn float() -> impl Strategy<Value = f64> {
     ]
 }
 
+fn delta() -> impl Strategy<Value = Delta> {
+    (any::<i32>(), any::<u32>(), any::<u32>()).prop_map(|(days, seconds, microseconds)| Delta {
+        days,
+        seconds,
+        microseconds,
+    })
+}
+
+fn offset() -> impl Strategy<Value = Option<Delta>> {
+    proptest::option::of(delta())
+}
+
+fn time() -> impl Strategy<Value = TimeFields> {
+    (
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u32>(),
+        any::<u8>(),
+    )
+        .prop_map(|(hour, minute, second, microsecond, fold)| TimeFields {
+            hour,
+            minute,
+            second,
+            microsecond,
+            fold,
+        })
+}
+
 fn dedup_by_canon<T>(xs: Vec<T>, key: impl Fn(&T) -> C) -> Vec<T> {
     let mut seen = BTreeSet::new();
     xs.into_iter().filter(|x| seen.insert(key(x))).collect()
@@ -410,6 +627,24 @@ fn tree() -> impl Strategy<Value = V> {
         text().prop_map(V::Str),
         payload().prop_map(V::Bytes),
         (text(), text()).prop_map(|(c, m)| V::Enum(c, m)),
+        (any::<u16>(), any::<u8>(), any::<u8>()).prop_map(|(y, m, d)| V::Date(y, m, d)),
+        (time(), offset()).prop_map(|(t, o)| V::Time(t, o)),
+        ((any::<u16>(), any::<u8>(), any::<u8>()), time(), offset())
+            .prop_map(|(d, t, o)| V::DateTime(d, t, o)),
+        delta().prop_map(V::Delta),
+        any::<[u8; 16]>().prop_map(V::Uuid),
+        (
+            any::<bool>(),
+            "[0-9]{0,6}",
+            prop_oneof![
+                4 => any::<i64>().prop_map(DecimalExp::Finite),
+                4 => (-30i64..30).prop_map(DecimalExp::Finite),
+                1 => Just(DecimalExp::Infinity),
+                1 => Just(DecimalExp::NaN),
+                1 => Just(DecimalExp::SNaN),
+            ]
+        )
+            .prop_map(|(n, d, e)| V::Decimal(n, d.into_bytes(), e)),
     ];
     leaf.prop_recursive(4, 48, 5, |inner| {
         let items = proptest::collection::vec(inner.clone(), 0..5);
@@ -424,7 +659,12 @@ fn tree() -> impl Strategy<Value = V> {
                 proptest::collection::vec((text(), inner.clone()), 0..4)
             )
                 .prop_map(|(c, fs)| V::Dataclass(c, fs)),
-            (text(), inner).prop_map(|(c, v)| V::Model(c, Box::new(v))),
+            (text(), inner.clone()).prop_map(|(c, v)| V::Model(c, Box::new(v))),
+            (text(), inner.clone(), inner).prop_map(|(c, p, j)| V::Rewound(
+                c,
+                Box::new(p),
+                Box::new(j)
+            )),
         ]
     })
 }
@@ -466,6 +706,11 @@ fn shuffled(v: &V, seed: &mut u64) -> V {
                 .collect(),
         ),
         V::Model(c, v) => V::Model(c.clone(), Box::new(shuffled(v, seed))),
+        V::Rewound(c, p, j) => V::Rewound(
+            c.clone(),
+            Box::new(shuffled(p, seed)),
+            Box::new(shuffled(j, seed)),
+        ),
         other => other.clone(),
     }
 }
