@@ -199,7 +199,7 @@ def test_a_registered_block_is_measured_rendered_and_exported(
     assert "measuring second_tier" in captured.err
     assert main(["report", "--only", "second_tier"]) == 0
     out = capsys.readouterr().out
-    assert "| Traffic control |" in out and "Requests per item" in out
+    assert "| Second tier |" in out and "Store hits" in out
     assert "a retry loop" in out
 
 
