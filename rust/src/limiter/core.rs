@@ -26,8 +26,8 @@
 //! cost never overtakes a larger earlier one, and a waiter that gives up (timeout,
 //! cancellation) simply leaves: the waiters behind it move up. A grant made to a waiter that
 //! gives up in the same instant is undone exactly when no later grant was computed on top of it
-//! (the usual case: `tat` is restored); otherwise its units count as spent (never more than the
-//! rate allows, only less).
+//! (the usual case: `tat` is restored); otherwise its units stay spent (never more than the
+//! rate allows, only less). Either way it leaves the counters, which count what callers hold.
 //!
 //! Lock order: the limiter's lock, then a ticket's (a leaf). Notifiers `N` (how the binding
 //! wakes an asyncio waiter) are returned to be called once no lock is held.
@@ -509,8 +509,10 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
 
     /// End a wait without being served, or after a grant its waiter did not see. A grant made
     /// meanwhile is kept if `keep` (returns `(true, [])`: the acquire succeeded); otherwise it is
-    /// given back (undone if no later grant was made on top of it) and the next waiter served.
-    /// Returns whether units are held, and the notifiers to call.
+    /// given back: it leaves the counters (nobody holds it), its units return to the budget if
+    /// no later grant was made on top of it (else they stay spent: the limit errs on the safe
+    /// side), and the next waiter is served. Returns whether units are held, and the notifiers
+    /// to call.
     pub fn withdraw(&self, ticket: &Arc<Ticket>, keep: bool) -> (bool, Vec<N>) {
         let now = self.clock.now();
         let mut g = self.inner.lock();
@@ -520,13 +522,14 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
                 if keep {
                     return (true, Vec::new());
                 }
+                // Nobody holds these units: they leave the counters either way.
+                g.granted -= grant.cost;
+                g.acquired = g.acquired.saturating_sub(1);
+                g.waited = g.waited.saturating_sub(1);
+                g.wait_s = (g.wait_s - grant.waited).max(0.0);
                 if grant.seq == g.seq {
                     g.tat = grant.prev_tat;
                     g.seq -= 1;
-                    g.granted -= grant.cost;
-                    g.acquired = g.acquired.saturating_sub(1);
-                    g.waited = g.waited.saturating_sub(1);
-                    g.wait_s = (g.wait_s - grant.waited).max(0.0);
                     // The head may now go sooner than it was told: tell it again.
                     if let Some(e) = g.queue.front_mut() {
                         e.told = false;
@@ -854,10 +857,11 @@ mod tests {
         clock.advance(2.0);
         assert_eq!(l.poll(&b).0, Poll::Granted, "a then b, both at once");
         assert!(a.is_granted());
-        // a gives back after b's grant was computed on top of it: its unit stays spent.
+        // a gives back after b's grant was computed on top of it: its unit stays spent, but
+        // nobody holds it.
         assert_eq!(l.withdraw(&a, false), (false, vec![]));
         assert!(!l.try_acquire(1.0).0, "never more than the rate");
-        assert_eq!(l.stats().granted, 4.0);
+        assert_eq!((l.stats().granted, l.stats().acquired), (3.0, 2));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! * FIFO: a queued waiter is granted only once every waiter queued before it is granted or
 //!   gone, and `try_acquire` never succeeds while anyone is queued;
 //! * pause: no grant before the latest pause's end;
-//! * accounting: `stats().granted` is the sum of the grants the model saw (a grant given back
-//!   on cancellation disappears from both);
+//! * accounting: `stats().granted` is the sum of the grants the model saw callers hold (a
+//!   grant given back on cancellation counts in neither);
 //! * liveness: every waiter left in the queue is granted at the instant its poll names.
 
 use crate::limiter::core::{Acquire, Clock, Limiter, ManualClock, Params, Poll, Ticket};
@@ -152,24 +152,20 @@ impl Run {
             }
             Op::Withdraw(i, keep) => {
                 let Some(i) = self.pick(i) else { return };
-                let before = self.l.stats().granted;
                 let t = self.waiters[i].ticket.clone();
                 let (kept, _) = self.l.withdraw(&t, keep);
-                let after = self.l.stats().granted;
                 self.waiters[i].gone = true;
-                let n = self.grants.len();
-                self.observe();
-                let new: f64 = self.grants[n..].iter().map(|g| g.1).sum();
                 match self.waiters[i].granted {
                     Some(g) => {
                         assert_eq!(kept, keep, "a granted waiter keeps only if asked");
-                        // Given back (undone) or spent: the stats tell which.
-                        if !keep && after - new < before - self.grants[g].1 / 2.0 {
+                        if !keep {
+                            // Given back: nobody holds it (its units may stay spent).
                             self.grants[g].2 = false;
                         }
                     }
                     None => assert!(!kept, "nothing granted, nothing kept"),
                 }
+                self.observe();
             }
             Op::Pause(k) => {
                 let s = f64::from(k) * self.p.per / 16.0;
