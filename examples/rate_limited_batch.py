@@ -2,7 +2,7 @@
 
 The "API" here is simulated in the process (no network): it serves 40 requests a second,
 answers past that with an HTTP 429 carrying ``retry-after-ms`` (shaped like the openai and
-httpx errors), and fails 5 % of calls with a transient 503.
+httpx errors), fails 5 % of calls with a transient 503, and takes 100 ms a call.
 
 Run: python examples/rate_limited_batch.py
 """
@@ -47,7 +47,7 @@ class SimulatedAPI:
             wait_ms = (1.0 - self.level) / RATE * 1000
             raise APIError(429, {"retry-after-ms": f"{wait_ms:.0f}"})
         self.level -= 1.0
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # 40 a second x 0.1 s: about 4 calls in flight fit the quota
         if self.rng.random() < 0.05:
             raise APIError(503, {})
         return f"answer to {prompt}"
@@ -89,7 +89,7 @@ async def main() -> None:
     adaptive = ap.BatchExecutor(
         api.complete,
         max_concurrency=ap.AdaptiveConcurrency(initial=8, min=1, max=64),  # quota unknown
-        retry=ap.RetryPolicy(attempts=8, backoff=0.1),
+        retry=ap.RetryPolicy(attempts=10, backoff=0.1),
     )
     r = await adaptive.aexecute(prompts)
     print(
