@@ -24,10 +24,12 @@ from .batch import (
     BatchStats,
 )
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
+from .codec import JsonCodec, PickleCodec
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .pool import AgentPool, PoolStats
 from .semaphore import Semaphore
+from .store import RedisStore, SqliteStore
 
 __version__: str = _agentperf.__version__
 
@@ -50,11 +52,15 @@ __all__ = [
     "CachedAgent",
     "CachedFunction",
     "ErrorPolicy",
+    "JsonCodec",
+    "PickleCodec",
     "PoolClosedError",
     "PoolConfig",
     "PoolStats",
     "PoolTimeoutError",
+    "RedisStore",
     "Semaphore",
+    "SqliteStore",
     "__version__",
     "cached",
     "hash_key",
