@@ -6,6 +6,10 @@ folder, ready once it answers PING, stopped at the end; ``kill``, ``pause``/``re
 ...     srv.url
 'redis://127.0.0.1:.../0'
 
+A test module imports the fixtures ``redis_server`` (one server per module) and
+``redis_server_each`` (one per test) with
+``from redis_server import redis_server_fixture, redis_server_each_fixture``.
+
 When ``redis-server`` is not installed, starting one fails the test with a message saying to
 run ``.ci/services.sh`` (nothing is skipped).
 """
@@ -23,7 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
-__all__ = ["RedisServer", "redis_server", "redis_server_each"]
+__all__ = ["RedisServer", "redis_server_each_fixture", "redis_server_fixture"]
 
 
 def _free_port() -> int:
@@ -146,15 +150,15 @@ class RedisServer:
         self.stop()
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
+@pytest.fixture(scope="module", name="redis_server")
+def redis_server_fixture() -> Iterator[RedisServer]:
     """One server for a test module (tests keep apart by namespace)."""
     with RedisServer() as srv:
         yield srv
 
 
-@pytest.fixture
-def redis_server_each() -> Iterator[RedisServer]:
+@pytest.fixture(name="redis_server_each")
+def redis_server_each_fixture() -> Iterator[RedisServer]:
     """A server of the test's own, for tests that kill, pause or restart it."""
     with RedisServer() as srv:
         yield srv

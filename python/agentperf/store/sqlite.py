@@ -277,7 +277,7 @@ class SqliteStore(Closeable):
             lambda c: (
                 c.execute(
                     f"DELETE FROM {_ENTRIES} WHERE namespace = ? AND digest = ?"
-                    " RETURNING expires_at IS NULL OR expires_at > ?",
+                    " RETURNING coalesce(expires_at > ?, 1)",
                     (self._namespace, digest, now),
                 ).fetchall()
                 == [(1,)]
