@@ -1,10 +1,9 @@
 """A real ``redis-server`` for the tests: started on a free loopback port in a temporary
 folder, ready once it answers PING, stopped at the end; ``kill``, ``pause``/``resume`` and
-``restart`` it for fault tests.
+``restart`` it for fault tests::
 
->>> with RedisServer() as srv:  # doctest: +SKIP
-...     srv.url
-'redis://127.0.0.1:.../0'
+    with RedisServer() as srv:
+        store = RedisStore(srv.url)
 
 A test module imports the fixtures ``redis_server`` (one server per module) and
 ``redis_server_each`` (one per test) with

@@ -43,20 +43,25 @@ class Codec(Protocol):
 
 
 def _check_json_keys(value: Any) -> None:
-    # json.dumps turns int/float/bool/None keys into strings silently: that would not round-trip.
+    # json.dumps turns int/float/bool/None keys into strings silently: that would not
+    # round-trip. Each container is looked at once (a cycle is left to json.dumps to refuse).
+    if not isinstance(value, (dict, list, tuple)):
+        return
     stack = [value]
+    seen: set[int] = set()
     while stack:
         v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        items = v.values() if isinstance(v, dict) else v
         if isinstance(v, dict):
-            for k, item in v.items():
+            for k in v:
                 if not isinstance(k, str):
                     raise CodecError(
                         f"JsonCodec: dict key {k!r} is not a str (JSON keys are strings)"
                     )
-                if isinstance(item, (dict, list, tuple)):
-                    stack.append(item)
-        elif isinstance(v, (list, tuple)):
-            stack.extend(i for i in v if isinstance(i, (dict, list, tuple)))
+        stack.extend(i for i in items if isinstance(i, (dict, list, tuple)))
 
 
 def _as_bytes(data: object) -> bytes:

@@ -1,11 +1,10 @@
 """``RedisStore``: a second tier shared by every process and host that reaches one Redis.
 
-redis-py is imported only when a ``RedisStore`` is made (``pip install 'agentperf-rs[redis]'``).
+redis-py is imported only when a ``RedisStore`` is made (``pip install 'agentperf-rs[redis]'``)::
 
->>> store = RedisStore("redis://127.0.0.1:6379/0", namespace="myapp")  # doctest: +SKIP
->>> store.set("abc123", b"value", ttl=60.0)                           # doctest: +SKIP
->>> store.get("abc123")                                               # doctest: +SKIP
-b'value'
+    store = RedisStore("redis://127.0.0.1:6379/0", namespace="myapp")
+    store.set("abc123", b"value", ttl=60.0)
+    store.get("abc123")  # b'value'
 """
 
 from __future__ import annotations
