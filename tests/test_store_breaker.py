@@ -35,6 +35,7 @@ def test_opens_after_five_failures_in_a_row() -> None:
     assert not b.allow()
     clock.t = 4.99
     assert not b.allow()
+    assert b.skipped == 2
 
 
 def test_one_trial_after_reset_then_closed_or_open_again() -> None:

@@ -5,6 +5,7 @@ killed, paused and restarted server, with the breaker opening and closing."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -338,3 +339,35 @@ def test_wait_value_on_a_dead_server_is_a_store_error(redis_server_each: RedisSe
         threading.Timer(0.2, srv.kill).start()
         with pytest.raises(StoreError):
             s.wait_value("w", timeout=20.0)
+
+
+def test_weak_references(redis_server: RedisServer) -> None:
+    import weakref
+
+    s = RedisStore(redis_server.url, namespace=_ns())
+    ref = weakref.ref(s)
+    assert ref() is s
+    assert weakref.ref(s.breaker)() is s.breaker
+    s.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+@pytest.mark.timeout(60)
+def test_forked_child_gets_its_own_listener(redis_server: RedisServer) -> None:
+    ns = _ns()
+    with RedisStore(redis_server.url, namespace=ns) as s:
+        assert s.try_lease("held", "x", 30.0)
+        assert s.wait_value("held", timeout=0.1) is None  # the parent's listener runs
+        assert s._listener is not None and s._listener.subscribed.wait(10)
+        pid = os.fork()
+        if pid == 0:  # child: a fresh listener thread, woken by the parent's write
+            code = 1
+            try:
+                got = s.wait_value("held", timeout=20.0, poll_min=30.0, poll_max=30.0)
+                code = 0 if got == b"from-parent" else 2
+            finally:
+                os._exit(code)
+        time.sleep(1.0)
+        s.set("held", b"from-parent")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -63,6 +63,7 @@ class Breaker:
         "_trial_out",
         "failures",
         "reset_after",
+        "skipped",
         "times_opened",
     )
 
@@ -89,6 +90,8 @@ class Breaker:
         self._trial_out = False
         #: How many times the breaker has opened (for statistics).
         self.times_opened = 0
+        #: How many calls it refused while open (each skipped the store).
+        self.skipped = 0
 
     @property
     def state(self) -> BreakerState:
@@ -110,10 +113,12 @@ class Breaker:
                 return True
             if self._state == "open":
                 if self._clock() < self._opened_until:
+                    self.skipped += 1
                     return False
                 self._state = "half-open"
                 self._trial_out = False
             if self._trial_out:
+                self.skipped += 1
                 return False
             self._trial_out = True
             return True

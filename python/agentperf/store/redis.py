@@ -235,7 +235,10 @@ class RedisStore(Closeable):
     timeouts, and redis-py's retries are off): a down or slow server raises
     :class:`StoreError` after about ``timeout`` seconds, and after ``breaker.failures`` in a
     row the store is skipped (:class:`BreakerOpenError`) for ``breaker.reset_after`` seconds
-    at a time. A client passed in keeps its own timeouts and retries.
+    at a time. A client passed in keeps its own timeouts and retries (redis-py's defaults
+    retry a refused connection for seconds: give it ``retry=Retry(NoBackoff(), 0)`` and a
+    short ``socket_timeout`` so that a down server fails fast); its twin copies its timeouts
+    and makes no retries.
 
     Keys: ``agentperf:{KEY_FORMAT_VERSION}:{namespace}:{digest}`` for entries,
     ``...:{digest}:lease`` for leases. Writes (``SET ... PX``) and lease releases are
