@@ -371,3 +371,27 @@ def test_forked_child_gets_its_own_listener(redis_server: RedisServer) -> None:
         s.set("held", b"from-parent")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_purge_is_a_no_op_on_redis(redis_server: RedisServer) -> None:
+    with RedisStore(redis_server.url, namespace=_ns()) as s:
+        s.set("k", b"v")
+        assert s.purge() == 0
+        assert asyncio.run(s.apurge()) == 0
+        assert s.get("k") == b"v"
+
+
+def test_pickles_as_its_settings(redis_server: RedisServer) -> None:
+    import pickle
+
+    ns = _ns()
+    with RedisStore(redis_server.url, namespace=ns, timeout=1.5) as s:
+        s.set("k", b"v")
+        clone: Any = pickle.loads(pickle.dumps(s))
+        assert (clone.namespace, clone.get("k")) == (ns, b"v")
+        clone.close()
+    with (
+        RedisStore(client=redis.Redis(port=redis_server.port)) as from_client,
+        pytest.raises(TypeError, match="URL"),
+    ):
+        pickle.dumps(from_client)

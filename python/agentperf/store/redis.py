@@ -522,6 +522,15 @@ class RedisStore(Closeable):
 
         return self._guard.call("clear", run)
 
+    def purge(self) -> int:
+        """Nothing to do: Redis drops expired keys itself (here for the :class:`Store`
+        protocol, so a cleanup interval can call every store's ``purge``). Returns 0."""
+        return 0
+
+    async def apurge(self) -> int:
+        """Async :meth:`purge` (nothing to do)."""
+        return 0
+
     def try_lease(self, digest: str, owner: str, ttl: float | timedelta) -> bool:
         """Take the lease on ``digest`` for ``ttl`` seconds if no one holds it
         (``SET NX PX``)."""
@@ -856,3 +865,17 @@ class RedisStore(Closeable):
 
     def __repr__(self) -> str:
         return f"RedisStore(namespace={self._namespace!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A store made from a URL travels to other processes (multiprocessing, Ray) as its
+        # settings; there it connects anew, with a breaker of its own.
+        if self._user_async is not None or not self._owns_sync:
+            raise TypeError("a RedisStore made from a client cannot be pickled; make it from a URL")
+        return (
+            _reopen,
+            (self._url or _DEFAULT_URL, self._namespace, self._timeout, self._notify),
+        )
+
+
+def _reopen(url: str, namespace: str, timeout: float, notify: bool) -> RedisStore:
+    return RedisStore(url, namespace=namespace, timeout=timeout, notify=notify)
