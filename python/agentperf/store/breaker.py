@@ -108,6 +108,8 @@ class Breaker:
 
     def allow(self) -> bool:
         """Whether a call may go to the store now (in half-open state, only the trial may)."""
+        if self._state == "closed":  # the hot path, without the lock (one attribute read)
+            return True
         with self._lock:
             if self._state == "closed":
                 return True
@@ -125,6 +127,8 @@ class Breaker:
 
     def record_success(self) -> None:
         """The call reached the store: close the breaker."""
+        if self._consecutive == 0 and self._state == "closed":
+            return
         with self._lock:
             self._consecutive = 0
             self._state = "closed"

@@ -205,7 +205,10 @@ _LISTENERS: weakref.WeakSet[_Listener] = weakref.WeakSet()
 
 
 def _stop_listeners() -> None:
-    for listener in list(_LISTENERS):
+    listeners = list(_LISTENERS)
+    for listener in listeners:  # all told first, so exit waits for the slowest, not the sum
+        listener._stop.set()
+    for listener in listeners:
         listener.stop()
 
 
