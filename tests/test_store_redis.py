@@ -395,3 +395,17 @@ def test_pickles_as_its_settings(redis_server: RedisServer) -> None:
         pytest.raises(TypeError, match="URL"),
     ):
         pickle.dumps(from_client)
+
+
+def test_no_twin_for_a_custom_connection_class(redis_server: RedisServer) -> None:
+    class MyConnection(redis.Connection):
+        pass
+
+    pool = redis.ConnectionPool(connection_class=MyConnection, port=redis_server.port)
+    client = redis.Redis(connection_pool=pool)
+    with RedisStore(client=client, namespace=_ns(), breaker=False) as s:
+        s.set("k", b"sync works")
+        assert s.get("k") == b"sync works"
+        with pytest.raises(StoreError, match="async half is missing"):
+            asyncio.run(s.aget("k"))
+    client.close()
