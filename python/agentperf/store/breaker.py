@@ -111,9 +111,10 @@ class Breaker:
         if self._state == "closed":  # the hot path, without the lock (one attribute read)
             return True
         with self._lock:
-            if self._state == "closed":
+            state: BreakerState = self._state  # again, under the lock: it may have closed
+            if state == "closed":
                 return True
-            if self._state == "open":
+            if state == "open":
                 if self._clock() < self._opened_until:
                     self.skipped += 1
                     return False
