@@ -53,8 +53,12 @@ test-python: ## pytest of the package (run `make install` first)
 	@echo "pytest"
 	@$(BIN)/python -m pytest -q
 
+.PHONY: services
+services: ## install the servers the tests start themselves (Debian's redis-server) when missing
+	@bash .ci/services.sh
+
 .PHONY: test
-test: install test-rust test-python ## install, then run every test (cargo test + pytest)
+test: install services test-rust test-python ## install, then run every test (cargo test + pytest)
 
 .PHONY: wheel-check
 wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, run the examples on it

@@ -23,12 +23,14 @@ from .batch import (
     RayBackend,
 )
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
+from .codec import JsonCodec, PickleCodec
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .limiter import RateLimitedAgent, RateLimiter, RateLimiterStats
 from .pool import AgentPool, PoolStats
 from .retry import RetryingAgent, RetryPolicy, RetryStats
 from .semaphore import Semaphore
+from .store import RedisStore, SqliteStore
 
 __version__: str = _agentperf.__version__
 
@@ -53,6 +55,8 @@ __all__ = [
     "CachedAgent",
     "CachedFunction",
     "ErrorPolicy",
+    "JsonCodec",
+    "PickleCodec",
     "PoolClosedError",
     "PoolConfig",
     "PoolStats",
@@ -61,10 +65,12 @@ __all__ = [
     "RateLimiter",
     "RateLimiterStats",
     "RayBackend",
+    "RedisStore",
     "RetryPolicy",
     "RetryStats",
     "RetryingAgent",
     "Semaphore",
+    "SqliteStore",
     "__version__",
     "cached",
     "hash_key",
