@@ -49,7 +49,7 @@ def main() -> None:
         ap.CachedAgent(pool, ttl=600.0) as cached,
     ):
 
-        async def run() -> ap.BatchResult:
+        async def run() -> ap.BatchResult[str]:
             return await ap.BatchExecutor(cached, max_concurrency=8).aexecute(inputs)
 
         result = asyncio.run(run())

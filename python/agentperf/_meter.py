@@ -3,8 +3,9 @@
 A batch run sets :data:`METER` in its workers' context and counts one agent call per item it
 starts; :class:`~agentperf.RetryingAgent` reports each retry, an agent call more than its
 caller counted (:func:`attempt`), and :class:`~agentperf.RateLimitedAgent` each wait for a
-limit (:func:`throttled`). So ``BatchStats.attempts`` is right however retrying wrappers nest. Outside a batch nothing is set and the calls cost
-one ``ContextVar.get``. A context copied into a worker thread shares the run's meter.
+limit (:func:`throttled`). So ``BatchStats.attempts`` is right however retrying wrappers
+nest. Outside a batch nothing is set and the calls cost one ``ContextVar.get``. A context
+copied into a worker thread shares the run's meter.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 if TYPE_CHECKING:
     from .adaptive import AdaptiveConcurrency
+    from .batch.raybackend import RayBackend
     from .config import ErrorPolicy
     from .limiter import RateLimiter
     from .retry import RetryPolicy
@@ -72,5 +73,6 @@ class ExecutorOptions(BatchOptions, total=False):
     semaphore: Semaphore | None
     rate_limit: RateLimiter | tuple[RateLimiter, Callable[[Any], float]] | list[Any] | None
     retry: RetryPolicy | None
+    backend: RayBackend | None
     progress: bool
     on_progress: Callable[[int, int | None], Any] | None

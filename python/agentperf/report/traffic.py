@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from .measure import have
@@ -62,7 +62,9 @@ class SimulatedAPI:
         return f"answer to {prompt}"
 
 
-def _run(make: Callable[[SimulatedAPI], Awaitable[int]], n: int) -> tuple[float, float, float]:
+def _run(
+    make: Callable[[SimulatedAPI], Coroutine[Any, Any, int]], n: int
+) -> tuple[float, float, float]:
     """(completed %, wall s, requests per item) of one approach on a fresh API."""
     api = SimulatedAPI()
     t0 = time.perf_counter()
