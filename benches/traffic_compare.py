@@ -77,8 +77,12 @@ def prompts(n: int, varied: bool) -> list[str]:
     return [f"question {i}: " + "lorem ipsum " * rng.randint(1, 60) for i in range(n)]
 
 
+CLIENTS: list[Any] = []  # closed at the end of each scenario, on its loop
+
+
 def make_agent(srv: LLMServer, retries: int = 0) -> Callable[[str], Awaitable[str]]:
     client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="test", max_retries=retries)
+    CLIENTS.append(client)
 
     async def agent(prompt: str) -> str:
         r = await client.chat.completions.create(
@@ -220,6 +224,9 @@ async def scenario(name: str, n: int, only: set[str] | None) -> list[Row]:
             rows.append(Row(name, label, done, n, wall, c["requests"], c["429"], ideal))
             print(" | ".join(rows[-1].cells()), file=sys.stderr)
     finally:
+        for client in CLIENTS:
+            await client.close()
+        CLIENTS.clear()
         srv.stop()
     return rows
 
