@@ -137,13 +137,17 @@ fn closed_error(what: &str) -> PyErr {
 /// Counters and size of a cache at one instant.
 ///
 /// ``hit_rate`` is ``hits / (hits + misses)`` in percent (0 when nothing was looked up).
+/// Every call of a cached agent counts once, as a hit or a miss. A caller served by another
+/// caller's in-flight call counts as a hit when that call succeeded and as a miss when it
+/// raised; either way it also counts in ``coalesced``.
 #[pyclass(frozen, get_all, module = "agentperf")]
 #[derive(Debug, Clone)]
 pub struct CacheStats {
-    /// Lookups served without running the agent (from the cache, or by another caller's
-    /// in-flight call).
+    /// Lookups served without running the agent: from the cache, or by another caller's
+    /// in-flight call that succeeded.
     hits: u64,
-    /// Lookups that found nothing (for a cached agent: calls that ran the agent).
+    /// Lookups that found nothing (for a cached agent: calls that ran the agent, callers of
+    /// a shared call that raised, and callers that gave up waiting).
     misses: u64,
     /// ``hits / (hits + misses)`` in percent, 0..100.
     hit_rate: f64,
@@ -155,6 +159,9 @@ pub struct CacheStats {
     evictions: u64,
     /// Expired entries removed.
     expirations: u64,
+    /// Callers that received the outcome (value or exception) of another caller's in-flight
+    /// call instead of running the agent (always 0 for a plain ``Cache``).
+    coalesced: u64,
 }
 
 #[pymethods]
@@ -162,19 +169,20 @@ impl CacheStats {
     fn __repr__(&self) -> String {
         format!(
             "CacheStats(hits={}, misses={}, hit_rate={:.2}, size={}, max_size={}, \
-             evictions={}, expirations={})",
+             evictions={}, expirations={}, coalesced={})",
             self.hits,
             self.misses,
             self.hit_rate,
             self.size,
             self.max_size,
             self.evictions,
-            self.expirations
+            self.expirations,
+            self.coalesced
         )
     }
 }
 
-fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
+fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
     let st = s.stats();
     let looked = st.hits + st.misses;
     CacheStats {
@@ -189,6 +197,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
         max_size: s.max_size(),
         evictions: st.evictions,
         expirations: st.expirations,
+        coalesced,
     }
 }
 
@@ -205,7 +214,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
 /// >>> c = Cache(max_size=2)
 /// >>> c.set("a", 1); c.get("a")
 /// 1
-#[pyclass(frozen, module = "agentperf")]
+#[pyclass(frozen, weakref, module = "agentperf")]
 pub struct Cache {
     store: Arc<Swept<ByteKey>>,
     manual: Option<Arc<ManualClock>>,
@@ -328,10 +337,14 @@ impl Cache {
             Some(None) => Ttl::Never,
             Some(Some(d)) => Ttl::For(d),
         };
+        let mut trash = Vec::new();
         let old = with_key(key, |q| {
-            self.store.0.set(ByteKey::new(q.tag, q.bytes), value, ttl)
+            self.store
+                .0
+                .set(ByteKey::new(q.tag, q.bytes), value, ttl, &mut trash)
         })?;
         drop(old);
+        drop(trash);
         Ok(())
     }
 
@@ -362,7 +375,7 @@ impl Cache {
 
     /// Hits, misses, hit rate, size, max_size, evictions and expirations.
     fn stats(&self) -> CacheStats {
-        stats_of(&self.store.0)
+        stats_of(&self.store.0, 0)
     }
 
     /// The bound on live entries.
@@ -420,11 +433,46 @@ impl Cache {
 
 // ---------------------------------------------------------------- single-flight
 
+/// The exception a shared call raised, with its traceback as the leader's agent left it.
+struct Failure {
+    exc: Py<PyAny>,
+    tb: Option<Py<PyAny>>,
+}
+
+impl Failure {
+    fn new(exc: Bound<'_, PyAny>) -> Self {
+        let tb = exc
+            .getattr(pyo3::intern!(exc.py(), "__traceback__"))
+            .ok()
+            .filter(|t| !t.is_none())
+            .map(Bound::unbind);
+        Failure {
+            exc: exc.unbind(),
+            tb,
+        }
+    }
+
+    /// The shared exception, its traceback reset to the leader's: each raise appends the
+    /// raising frames, and without the reset the traceback would keep a frame of every
+    /// caller it was ever raised to.
+    fn raise(&self, py: Python<'_>) -> PyErr {
+        let exc = self.exc.bind(py);
+        let tb = match &self.tb {
+            Some(t) => t.bind(py).clone(),
+            None => py.None().into_bound(py),
+        };
+        if let Err(e) = exc.setattr(pyo3::intern!(py, "__traceback__"), tb) {
+            drop(e);
+        }
+        PyErr::from_value(exc.clone())
+    }
+}
+
 /// What an in-flight call ended with, shared by every waiter.
 #[derive(Clone)]
 enum Outcome {
     Value(Arc<Py<PyAny>>),
-    Error(Arc<Py<PyAny>>),
+    Error(Arc<Failure>),
     /// The leader was cancelled (or raised a BaseException): run the agent again.
     Retry,
 }
@@ -447,12 +495,18 @@ impl Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
+/// How a parked waiter is woken: `None` for a blocked thread (its ticket's condvar does it),
+/// else the asyncio future of a task and the thread of its loop.
+type Notify = Option<(AsyncWaiter, ThreadId)>;
+
 struct InFlight {
     id: u64,
+    /// The fork generation the flight began in.
+    generation: u64,
     leader_thread: ThreadId,
     /// The asyncio task of an async leader.
     leader_task: Option<Py<PyAny>>,
-    waiters: WaitQueue<Outcome, Option<AsyncWaiter>>,
+    waiters: WaitQueue<Outcome, Notify>,
     /// Invalidated while running: deliver the result to the waiters but do not cache it.
     stale: bool,
 }
@@ -465,6 +519,10 @@ struct Shared {
     flights: Mutex<Flights>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Callers served by another caller's flight.
+    coalesced: AtomicU64,
+    /// Bumped in a forked child: flights of an older generation belong to the parent.
+    generation: AtomicU64,
 }
 
 impl Reap for Shared {
@@ -507,8 +565,15 @@ impl Shared {
         waiter: Option<AsyncWaiter>,
     ) -> PyResult<Joined> {
         let me = std::thread::current().id();
+        let generation = self.generation.load(Ordering::Acquire);
         let mut trash = Vec::new();
         let mut map = self.flights.lock();
+        // A flight of the parent's that the fork hook has not reached: nobody will end it.
+        let stale = map
+            .get(key)
+            .filter(|f| f.generation != generation)
+            .is_some();
+        let gone = if stale { map.remove(key) } else { None };
         if let Some(f) = map.get_mut(key) {
             let same = match (task, &f.leader_task) {
                 (Some(t), Some(lt)) => t.is(lt),
@@ -523,13 +588,14 @@ impl Shared {
                 drop(waiter);
                 return Err(reentrant_error());
             }
-            let t = f.waiters.push(waiter);
+            let t = f.waiters.push(waiter.map(|w| (w, me)));
             return Ok(Joined::Wait(t));
         }
         if let Some(v) = self.store.get(key, |v| v.clone_ref(py), &mut trash, false) {
             drop(map);
             drop(trash);
             drop(waiter);
+            drop(gone);
             return Ok(Joined::Hit(v));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -537,6 +603,7 @@ impl Shared {
             *key,
             InFlight {
                 id,
+                generation,
                 leader_thread: me,
                 leader_task: task.map(|t| t.clone_ref(py)),
                 waiters: WaitQueue::new(),
@@ -546,6 +613,7 @@ impl Shared {
         drop(map);
         drop(trash);
         drop(waiter);
+        drop(gone);
         self.store.note_miss();
         Ok(Joined::Lead(id))
     }
@@ -564,12 +632,15 @@ impl Shared {
         };
         if let Outcome::Value(v) = &outcome {
             if !flight.stale && !self.closed.load(Ordering::Relaxed) {
-                trash.extend(self.store.set(*key, v.clone_ref(py), Ttl::Default));
+                let old = self
+                    .store
+                    .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
+                trash.extend(old);
             }
         }
         let woken = flight.waiters.grant_all(&outcome);
         drop(map);
-        for w in woken.into_iter().flatten() {
+        for (w, _) in woken.into_iter().flatten() {
             w.wake(py);
         }
         drop(trash);
@@ -601,16 +672,69 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// In a forked child: the flights led by other threads of the parent will never end.
+    /// They are dropped (their blocked waiters, threads of the parent, untouched); waiters
+    /// that are tasks of this thread's loop are told to start over (one of them leads).
+    /// Flights led by this thread (the agent itself forked) go on in the child.
+    fn after_fork_child(&self, py: Python<'_>) {
+        let me = std::thread::current().id();
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut wake = Vec::new();
+        let mut gone = Vec::new();
+        let mut map = self.flights.lock();
+        for f in map.values_mut() {
+            for (t, n) in f.waiters.drain() {
+                match n {
+                    Some((w, th)) if th == me => {
+                        if t.grant(Outcome::Retry).is_ok() {
+                            wake.push(w);
+                        }
+                    }
+                    other => gone.push((t, other)),
+                }
+            }
+        }
+        let keys: Vec<[u8; 32]> = map
+            .iter()
+            .filter(|(_, f)| f.leader_thread != me)
+            .map(|(k, _)| *k)
+            .collect();
+        let dead: Vec<InFlight> = keys.iter().filter_map(|k| map.remove(k)).collect();
+        for f in map.values_mut() {
+            f.generation = generation;
+        }
+        drop(map);
+        for w in wake {
+            w.wake(py);
+        }
+        drop(gone);
+        drop(dead);
+    }
+
+    /// Count a caller served by another's flight: a hit if it succeeded, else a miss.
+    fn note_served(&self, ok: bool) {
+        if ok {
+            self.store.note_hit();
+        } else {
+            self.store.note_miss();
+        }
+        if self.store.counting() {
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Hand a waiter its outcome: the value, or the shared exception raised again.
-fn served(py: Python<'_>, store: &PyStore<[u8; 32]>, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
+fn served(py: Python<'_>, shared: &Shared, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
     match o {
         Outcome::Value(v) => {
-            store.note_hit();
+            shared.note_served(true);
             Some(Ok(v.clone_ref(py)))
         }
         Outcome::Error(e) => {
-            store.note_hit();
-            Some(Err(PyErr::from_value(e.bind(py).clone())))
+            shared.note_served(false);
+            Some(Err(e.raise(py)))
         }
         Outcome::Retry => None,
     }
@@ -629,7 +753,7 @@ fn checked_key(k: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The Rust half of ``CachedAgent``: key digest, lookup and single-flight. Use
 /// ``agentperf.CachedAgent``.
-#[pyclass(frozen, subclass, module = "agentperf")]
+#[pyclass(frozen, subclass, weakref, module = "agentperf")]
 pub struct CachedAgentCore {
     shared: Arc<Shared>,
     /// The agent's sync call (`execute`); the async path calls the agent from Python.
@@ -719,6 +843,8 @@ impl CachedAgentCore {
             flights: Mutex::new(Flights::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            coalesced: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         });
         let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
         Ok(CachedAgentCore {
@@ -737,7 +863,8 @@ impl CachedAgentCore {
 
     /// Run the agent on ``input``, or return the cached output for it. Concurrent misses
     /// for one key run the agent once; the others wait (detached) and receive its output or
-    /// its exception.
+    /// its exception. On a thread whose event loop runs, waiting would block the loop:
+    /// ``RuntimeError`` instead.
     #[pyo3(signature = (input, /))]
     fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
@@ -753,7 +880,7 @@ impl CachedAgentCore {
                     let outcome = match &r {
                         Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
                         Err(e) if e.is_instance_of::<PyException>(py) => {
-                            Outcome::Error(Arc::new(e.value(py).clone().into_any().unbind()))
+                            Outcome::Error(Arc::new(Failure::new(e.value(py).clone().into_any())))
                         }
                         // Cancellation, exit: the next caller leads.
                         Err(_) => Outcome::Retry,
@@ -761,9 +888,30 @@ impl CachedAgentCore {
                     self.shared.finish(py, &key, id, outcome);
                     return r.map(Bound::unbind);
                 }
+                Joined::Wait(ticket) if crate::aio::in_running_loop(py)? => {
+                    // Blocking here would block the loop, maybe under the very task that
+                    // leads: refuse, unless the outcome is already there.
+                    match ticket.withdraw() {
+                        Some(o) => {
+                            if let Some(r) = served(py, &self.shared, &o) {
+                                return r;
+                            }
+                        }
+                        None => {
+                            self.shared.store.note_miss();
+                            return Err(Error::Runtime(
+                                "another caller's call for this input is in flight and \
+                                 waiting for it would block the running event loop: use \
+                                 `await cached.aexecute(...)`"
+                                    .into(),
+                            )
+                            .into());
+                        }
+                    }
+                }
                 Joined::Wait(ticket) => match blocking::wait(py, &ticket, None) {
                     Waited::Granted(o) => {
-                        if let Some(r) = served(py, &self.shared.store, &o) {
+                        if let Some(r) = served(py, &self.shared, &o) {
                             return r;
                         }
                         // The leader gave up: join again (one of the waiters leads).
@@ -850,9 +998,13 @@ impl CachedAgentCore {
         self.shared.invalidate_all();
     }
 
-    /// Hits, misses, hit rate (percent), size, max_size, evictions and expirations.
+    /// Hits, misses, hit rate (percent), size, max_size, evictions, expirations and
+    /// coalesced callers.
     fn stats(&self) -> CacheStats {
-        stats_of(&self.shared.store)
+        stats_of(
+            &self.shared.store,
+            self.shared.coalesced.load(Ordering::Relaxed),
+        )
     }
 
     /// Entries held.
@@ -884,6 +1036,12 @@ impl CachedAgentCore {
     /// Test hook: calls in flight now.
     fn _in_flight(&self) -> usize {
         self.shared.flights.lock().len()
+    }
+
+    /// Fork hook (``agentperf.cache`` registers it): in a forked child, forget the calls in
+    /// flight in the parent's other threads, so the child never waits for them.
+    fn _after_fork_child(&self, py: Python<'_>) {
+        self.shared.after_fork_child(py);
     }
 }
 
@@ -942,8 +1100,8 @@ impl Flight {
     }
 
     /// Leader: the agent raised ``exc`` (an ``Exception``); it is shared, not cached.
-    fn fail(&self, py: Python<'_>, exc: Py<PyAny>) {
-        self.end(py, Outcome::Error(Arc::new(exc)));
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        self.end(py, Outcome::Error(Arc::new(Failure::new(exc))));
     }
 
     /// Leader: cancelled (or a ``BaseException``); a waiter or the next caller runs the agent.
@@ -956,7 +1114,7 @@ impl Flight {
     fn outcome(&self, py: Python<'_>) -> PyResult<(bool, Py<PyAny>)> {
         let got = self.ticket.as_ref().and_then(|t| t.try_take());
         if let Some(o) = got {
-            if let Some(r) = served(py, &self.shared.store, &o) {
+            if let Some(r) = served(py, &self.shared, &o) {
                 self.done.store(true, Ordering::Release);
                 return r.map(|v| (true, v));
             }
