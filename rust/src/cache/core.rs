@@ -47,7 +47,7 @@ use crate::clock::{Clock, MonotonicClock, Nanos};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -66,8 +66,9 @@ const SWEEP_CHUNK: usize = 4096;
 /// Most expired entries one insert into a full shard drops (the rest wait for the next insert
 /// or the sweep), which bounds the lock hold.
 pub const EXPIRE_ON_INSERT: usize = 64;
-/// Stale heap items tolerated beyond the current ones before a compaction.
-const HEAP_SLACK: usize = 64;
+/// Stale expiry items tolerated beyond twice the current ones before a compaction (small in
+/// tests, so the reference model exercises compaction too).
+const HEAP_SLACK: usize = if cfg!(test) { 2 } else { 64 };
 
 /// A stored key: its 64 well-mixed hash bits.
 pub trait Key: Eq {
@@ -245,8 +246,10 @@ struct Inner<K, V> {
     cap: usize,
     /// Entries with a finite expiry (a sweep skips shards without any).
     expiring: usize,
-    /// `(expiry, slot)` of the expiring entries, earliest first, once the shard has filled
-    /// up with expiring entries (`tracking`); may hold stale items (see the module docs).
+    /// `(expiry, slot)` of the expiring entries once the shard has filled up with expiring
+    /// entries (`tracking`), may hold stale items (see the module docs): those set with the
+    /// default TTL in a queue (their expiries only grow), the others in a min-heap.
+    fifo: VecDeque<(Nanos, u32)>,
     by_expiry: BinaryHeap<Reverse<(Nanos, u32)>>,
     tracking: bool,
     hits: u64,
@@ -270,6 +273,7 @@ impl<K: Key, V> Inner<K, V> {
             len: 0,
             cap,
             expiring: 0,
+            fifo: VecDeque::new(),
             by_expiry: BinaryHeap::new(),
             tracking: false,
             hits: 0,
@@ -386,32 +390,57 @@ impl<K: Key, V> Inner<K, V> {
         matches!(&self.slab[i as usize], Some(n) if n.expires == e)
     }
 
-    /// Slot `i` now expires at `e` (finite): keep the heap in step, if it is kept.
+    /// Slot `i` now expires at `e` (finite): keep the expiry order in step, if it is kept.
+    /// `fifo`: `e` is now plus the default TTL, never earlier than the queue's last item.
     #[inline]
-    fn track(&mut self, e: Nanos, i: u32) {
+    fn track(&mut self, e: Nanos, i: u32, fifo: bool) {
         if self.tracking {
-            self.by_expiry.push(Reverse((e, i)));
-            if self.by_expiry.len() > 2 * self.expiring + HEAP_SLACK {
+            if fifo {
+                self.fifo.push_back((e, i));
+            } else {
+                self.by_expiry.push(Reverse((e, i)));
+            }
+            if self.fifo.len() + self.by_expiry.len() > 2 * self.expiring + HEAP_SLACK {
                 self.compact();
             }
         }
     }
 
-    /// Rebuild the heap from its current items (sorted and deduplicated: a sorted vector is
-    /// a heap).
+    /// The expiry the default TTL gives an entry set now: `e`, or the last queued expiry if
+    /// that is later (clocks read on other threads before they took the lock, or on other
+    /// cores, may lag a little), so the queue stays sorted.
+    #[inline]
+    fn queued_expiry(&self, e: Nanos) -> Nanos {
+        match self.fifo.back() {
+            Some(&(last, _)) if self.tracking && last > e => last,
+            _ => e,
+        }
+    }
+
+    /// Keep only the current items, each once.
     fn compact(&mut self) {
-        let mut v: Vec<(Nanos, u32)> = std::mem::take(&mut self.by_expiry)
+        let expiring = self.expiring;
+        let mut q: Vec<(Nanos, u32)> = std::mem::take(&mut self.fifo).into();
+        q.retain(|&(e, i)| self.current(e, i));
+        let mut h: Vec<(Nanos, u32)> = std::mem::take(&mut self.by_expiry)
             .into_vec()
             .into_iter()
             .map(|Reverse(x)| x)
             .filter(|&(e, i)| self.current(e, i))
             .collect();
-        v.sort_unstable();
-        v.dedup();
-        self.by_expiry = v.into_iter().map(Reverse).collect();
+        if q.len() + h.len() > expiring {
+            // The same slot with the same expiry queued twice (set twice within a clock
+            // tick): sorting keeps the queue's order and makes the heap a sorted vector.
+            q.sort_unstable();
+            q.dedup();
+            h.sort_unstable();
+            h.dedup();
+        }
+        self.fifo = q.into();
+        self.by_expiry = h.into_iter().map(Reverse).collect();
     }
 
-    /// Start keeping the heap: one scan of the slab.
+    /// Start keeping the expiry order: one scan of the slab, into the heap.
     fn start_tracking(&mut self) {
         self.by_expiry = self
             .slab
@@ -423,7 +452,31 @@ impl<K: Key, V> Inner<K, V> {
                 _ => None,
             })
             .collect();
+        self.fifo.clear();
         self.tracking = true;
+    }
+
+    /// The earliest current item, stale ones dropped on the way; `true` if from the queue.
+    #[inline]
+    fn earliest(&mut self) -> Option<(Nanos, u32, bool)> {
+        while let Some(&(e, i)) = self.fifo.front() {
+            if self.current(e, i) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(&Reverse((e, i))) = self.by_expiry.peek() {
+            if self.current(e, i) {
+                break;
+            }
+            self.by_expiry.pop();
+        }
+        match (self.fifo.front(), self.by_expiry.peek()) {
+            (Some(&(a, i)), Some(&Reverse((b, _)))) if a <= b => Some((a, i, true)),
+            (_, Some(&Reverse((b, j)))) => Some((b, j, false)),
+            (Some(&(a, i)), None) => Some((a, i, true)),
+            (None, None) => None,
+        }
     }
 
     /// Drop up to [`EXPIRE_ON_INSERT`] entries expired at `now`, earliest first: the first
@@ -431,6 +484,7 @@ impl<K: Key, V> Inner<K, V> {
     fn drop_expired(&mut self, now: Nanos, trash: &mut Vec<V>) -> (Option<V>, usize) {
         if self.expiring == 0 {
             self.by_expiry.clear();
+            self.fifo.clear();
             return (None, 0);
         }
         if !self.tracking {
@@ -439,17 +493,17 @@ impl<K: Key, V> Inner<K, V> {
         let mut first = None;
         let mut n = 0;
         while n < EXPIRE_ON_INSERT {
-            let Some(&Reverse((e, i))) = self.by_expiry.peek() else {
+            let Some((e, i, from_fifo)) = self.earliest() else {
                 break;
             };
-            if !self.current(e, i) {
-                self.by_expiry.pop();
-                continue;
-            }
             if e > now {
                 break;
             }
-            self.by_expiry.pop();
+            if from_fifo {
+                self.fifo.pop_front();
+            } else {
+                self.by_expiry.pop();
+            }
             let h = Key::hash64(&self.node(i).key);
             let v = self.remove_at(i, h);
             if first.is_none() {
@@ -624,6 +678,12 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         let expires = life.map_or(NEVER, |l| now.saturating_add(l).min(NEVER - 1));
         let h = Key::hash64(&key);
         let mut g = self.shard(h).lock();
+        let fifo = matches!(ttl, Ttl::Default);
+        let expires = if fifo && expires != NEVER {
+            g.queued_expiry(expires)
+        } else {
+            expires
+        };
         if let Some(i) = g.find(h, &key) {
             let was_expiring = g.node(i).expires != NEVER;
             let n = g.node_mut(i);
@@ -635,7 +695,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
                 _ => {}
             }
             if expires != NEVER {
-                g.track(expires, i);
+                g.track(expires, i, fifo);
             }
             g.touch(i);
             return Some(old);
@@ -674,7 +734,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         g.len += 1;
         if expires != NEVER {
             g.expiring += 1;
-            g.track(expires, i);
+            g.track(expires, i, fifo);
         }
         g.push_front(i);
         out
@@ -709,6 +769,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             g.tail = NIL;
             g.len = 0;
             g.expiring = 0;
+            g.fifo = VecDeque::new();
             g.by_expiry = BinaryHeap::new();
             g.tracking = false;
             drop(g);
@@ -1048,7 +1109,7 @@ mod tests {
         {
             let g = c.shards[0].0.lock();
             assert!(g.tracking);
-            assert!(g.by_expiry.len() <= 2 * g.expiring + HEAP_SLACK);
+            assert!(g.fifo.len() + g.by_expiry.len() <= 2 * g.expiring + HEAP_SLACK);
         }
         // One entry made never-expiring, one removed, one expiring much later.
         let mut t = Vec::new();

@@ -233,7 +233,7 @@ fn run(cap: usize, default_ttl: Option<u64>, ops: &[Op]) -> Result<(), TestCaseE
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(super::cases(128)))]
+    #![proptest_config(ProptestConfig::with_cases(super::cases(512)))]
 
     /// Every operation agrees with the LRU+TTL reference model.
     #[test]
