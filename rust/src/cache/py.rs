@@ -1,11 +1,15 @@
 //! Python bindings of the cache: `ap.Cache` (str/bytes keys), the Rust half of
 //! `ap.CachedAgent` (digest + lookup in one call, single-flight) and `ap.CacheStats`.
 //!
+//! Single-flight is [`super::flight`]'s; this file supplies the Python parts (the caller's
+//! thread and task, asyncio wake-ups, the shared exception) and settles its effects.
+//!
 //! Locks: `flights` (per cached agent) may be held while a store shard lock is taken, never
 //! the reverse. No Python code runs under either; values leaving the store are dropped after
 //! both are released.
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
+use super::flight::{self, Caller, FlightTicket, Lease, Reentrant, SingleFlight};
 use crate::aio::AsyncWaiter;
 use crate::args;
 use crate::blocking::{self, Waited};
@@ -14,16 +18,14 @@ use crate::errors::Error;
 use crate::fastclock::FastClock;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
-use crate::waitq::{Ticket, WaitQueue};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -468,14 +470,8 @@ impl Failure {
     }
 }
 
-/// What an in-flight call ended with, shared by every waiter.
-#[derive(Clone)]
-enum Outcome {
-    Value(Arc<Py<PyAny>>),
-    Error(Arc<Failure>),
-    /// The leader was cancelled (or raised a BaseException): run the agent again.
-    Retry,
-}
+/// What a flight ended with, as its followers receive it.
+type Outcome = flight::Outcome<Arc<Py<PyAny>>, Arc<Failure>>;
 
 /// A digest is uniform: its first 8 bytes are a fine hash.
 #[derive(Default)]
@@ -495,46 +491,61 @@ impl Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
-/// How a parked waiter is woken: `None` for a blocked thread (its ticket's condvar does it),
-/// else the asyncio future of a task and the thread of its loop.
-type Notify = Option<(AsyncWaiter, ThreadId)>;
-
-struct InFlight {
-    id: u64,
-    /// The fork generation the flight began in.
-    generation: u64,
-    leader_thread: ThreadId,
-    /// The asyncio task of an async leader.
-    leader_task: Option<Py<PyAny>>,
-    waiters: WaitQueue<Outcome, Notify>,
-    /// Invalidated while running: deliver the result to the waiters but do not cache it.
-    stale: bool,
+/// Who calls: the thread, and the asyncio task of an async caller.
+struct PyCaller {
+    thread: ThreadId,
+    task: Option<Py<PyAny>>,
 }
 
-type Flights = HashMap<[u8; 32], InFlight, BuildHasherDefault<DigestHasher>>;
+impl Caller for PyCaller {
+    fn waits_for_itself(&self, leader: &Self) -> bool {
+        match (&self.task, &leader.task) {
+            (Some(t), Some(lt)) => t.as_ptr() == lt.as_ptr(),
+            // A blocking caller on the leader's thread (the loop thread of an async leader,
+            // or a sync leader's own thread) would block the leader forever; so would a task
+            // on a blocked sync leader's thread (a nested event loop).
+            _ => self.thread == leader.thread,
+        }
+    }
+}
+
+/// How a parked follower is woken: `None` for a blocked thread (its ticket's condvar does
+/// it), else the asyncio future of a task and the thread of its loop.
+type Notify = Option<(AsyncWaiter, ThreadId)>;
+
+type Flights = SingleFlight<
+    [u8; 32],
+    Arc<Py<PyAny>>,
+    Arc<Failure>,
+    Notify,
+    PyCaller,
+    BuildHasherDefault<DigestHasher>,
+>;
+type Fx = flight::Effects<Notify, PyCaller>;
+type Joined = flight::Joined<Py<PyAny>, Arc<Py<PyAny>>, Arc<Failure>>;
+type PyTicket = FlightTicket<Arc<Py<PyAny>>, Arc<Failure>>;
+
+/// Wake the followers granted an outcome, then drop what the core let go of (attached, no
+/// lock held).
+fn settle(py: Python<'_>, fx: Fx) {
+    for (w, _) in fx.wake.into_iter().flatten() {
+        w.wake(py);
+    }
+    drop(fx.dropped);
+    drop(fx.callers);
+}
 
 /// The state shared by a cached agent and its in-flight handles.
 struct Shared {
     store: PyStore<[u8; 32]>,
-    flights: Mutex<Flights>,
-    next_id: AtomicU64,
+    flights: Flights,
     closed: AtomicBool,
-    /// Callers served by another caller's flight.
-    coalesced: AtomicU64,
-    /// Bumped in a forked child: flights of an older generation belong to the parent.
-    generation: AtomicU64,
 }
 
 impl Reap for Shared {
     fn reap(&self) {
         self.store.sweep(drop_attached);
     }
-}
-
-enum Joined {
-    Hit(Py<PyAny>),
-    Lead(u64),
-    Wait(Arc<Ticket<Outcome>>),
 }
 
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -555,161 +566,91 @@ fn reentrant_error() -> PyErr {
 }
 
 impl Shared {
-    /// Join the in-flight call for `key`, or lead one. `task` is the caller's asyncio task
-    /// (None for a blocking caller); `waiter` the future an async caller will await.
+    /// Join the flight for `key`, find the key cached, or lead. `task` is the caller's
+    /// asyncio task (None for a blocking caller); `waiter` the future an async caller will
+    /// await.
     fn join(
         &self,
         py: Python<'_>,
         key: &[u8; 32],
-        task: Option<&Py<PyAny>>,
+        task: Option<Py<PyAny>>,
         waiter: Option<AsyncWaiter>,
     ) -> PyResult<Joined> {
         let me = std::thread::current().id();
-        let generation = self.generation.load(Ordering::Acquire);
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        // A flight of the parent's that the fork hook has not reached: nobody will end it.
-        let stale = map
-            .get(key)
-            .filter(|f| f.generation != generation)
-            .is_some();
-        let gone = if stale { map.remove(key) } else { None };
-        if let Some(f) = map.get_mut(key) {
-            let same = match (task, &f.leader_task) {
-                (Some(t), Some(lt)) => t.is(lt),
-                // A blocking caller on the leader's thread (the loop thread of an async
-                // leader, or a sync leader's own thread) would block the leader forever.
-                (None, _) => f.leader_thread == me,
-                // A task on a blocked sync leader's thread (nested event loop).
-                (Some(_), None) => f.leader_thread == me,
-            };
-            if same {
-                drop(map);
-                drop(waiter);
-                return Err(reentrant_error());
-            }
-            let t = f.waiters.push(waiter.map(|w| (w, me)));
-            return Ok(Joined::Wait(t));
-        }
-        if let Some(v) = self.store.get(key, |v| v.clone_ref(py), &mut trash, false) {
-            drop(map);
-            drop(trash);
-            drop(waiter);
-            drop(gone);
-            return Ok(Joined::Hit(v));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        map.insert(
-            *key,
-            InFlight {
-                id,
-                generation,
-                leader_thread: me,
-                leader_task: task.map(|t| t.clone_ref(py)),
-                waiters: WaitQueue::new(),
-                stale: false,
-            },
+        let mut fx = Fx::new();
+        let r = self.flights.join(
+            key,
+            PyCaller { thread: me, task },
+            waiter.map(|w| (w, me)),
+            || self.store.get(key, |v| v.clone_ref(py), &mut trash, false),
+            &mut fx,
         );
-        drop(map);
         drop(trash);
-        drop(waiter);
-        drop(gone);
-        self.store.note_miss();
-        Ok(Joined::Lead(id))
+        settle(py, fx);
+        match r {
+            Err(Reentrant) => Err(reentrant_error()),
+            Ok(j) => {
+                if matches!(j, Joined::Lead(_)) {
+                    self.store.note_miss();
+                }
+                Ok(j)
+            }
+        }
     }
 
-    /// End the flight `id` of `key` with `outcome`: cache a value (unless invalidated
-    /// meanwhile or closed), hand the outcome to every waiter and wake the async ones.
-    fn finish(&self, py: Python<'_>, key: &[u8; 32], id: u64, outcome: Outcome) {
+    /// End the flight `lease` of `key` with `outcome`: cache a value (unless invalidated
+    /// meanwhile or closed), hand the outcome to every follower and wake the async ones.
+    fn finish(&self, py: Python<'_>, key: &[u8; 32], lease: Lease, outcome: Outcome) {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        let flight = match map.get(key) {
-            Some(f) if f.id == id => map.remove(key),
-            _ => None,
-        };
-        let Some(mut flight) = flight else {
-            return;
-        };
-        if let Outcome::Value(v) = &outcome {
-            if !flight.stale && !self.closed.load(Ordering::Relaxed) {
-                let old = self
-                    .store
-                    .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
-                trash.extend(old);
-            }
-        }
-        let woken = flight.waiters.grant_all(&outcome);
-        drop(map);
-        for (w, _) in woken.into_iter().flatten() {
-            w.wake(py);
-        }
+        let mut fx = Fx::new();
+        self.flights.finish(
+            key,
+            lease,
+            &outcome,
+            |v| {
+                if !self.closed.load(Ordering::Relaxed) {
+                    let old = self
+                        .store
+                        .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
+                    trash.extend(old);
+                }
+            },
+            &mut fx,
+        );
+        settle(py, fx);
         drop(trash);
-        drop(flight);
         drop(outcome);
     }
 
     fn invalidate(&self, key: &[u8; 32]) -> bool {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        if let Some(f) = map.get_mut(key) {
-            f.stale = true;
-        }
-        let removed = self.store.remove(key, &mut trash);
-        drop(map);
+        let removed = self
+            .flights
+            .invalidate(key, || self.store.remove(key, &mut trash));
         drop(trash);
         removed
     }
 
     fn invalidate_all(&self) {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        for f in map.values_mut() {
-            f.stale = true;
-        }
-        self.store.clear(&mut trash);
-        drop(map);
+        self.flights.invalidate_all(|| self.store.clear(&mut trash));
         drop(trash);
     }
-}
 
-impl Shared {
     /// In a forked child: the flights led by other threads of the parent will never end.
-    /// They are dropped (their blocked waiters, threads of the parent, untouched); waiters
-    /// that are tasks of this thread's loop are told to start over (one of them leads).
+    /// They are dropped (their blocked followers, threads of the parent, untouched);
+    /// followers that are tasks of this thread's loop start over (one of them leads).
     /// Flights led by this thread (the agent itself forked) go on in the child.
     fn after_fork_child(&self, py: Python<'_>) {
         let me = std::thread::current().id();
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut wake = Vec::new();
-        let mut gone = Vec::new();
-        let mut map = self.flights.lock();
-        for f in map.values_mut() {
-            for (t, n) in f.waiters.drain() {
-                match n {
-                    Some((w, th)) if th == me => {
-                        if t.grant(Outcome::Retry).is_ok() {
-                            wake.push(w);
-                        }
-                    }
-                    other => gone.push((t, other)),
-                }
-            }
-        }
-        let keys: Vec<[u8; 32]> = map
-            .iter()
-            .filter(|(_, f)| f.leader_thread != me)
-            .map(|(k, _)| *k)
-            .collect();
-        let dead: Vec<InFlight> = keys.iter().filter_map(|k| map.remove(k)).collect();
-        for f in map.values_mut() {
-            f.generation = generation;
-        }
-        drop(map);
-        for w in wake {
-            w.wake(py);
-        }
-        drop(gone);
-        drop(dead);
+        let mut fx = Fx::new();
+        self.flights.after_fork_child(
+            |c| c.thread == me,
+            |n| matches!(n, Some((_, th)) if *th == me),
+            &mut fx,
+        );
+        settle(py, fx);
     }
 
     /// Count a caller served by another's flight: a hit if it succeeded, else a miss.
@@ -720,12 +661,12 @@ impl Shared {
             self.store.note_miss();
         }
         if self.store.counting() {
-            self.coalesced.fetch_add(1, Ordering::Relaxed);
+            self.flights.note_coalesced();
         }
     }
 }
 
-/// Hand a waiter its outcome: the value, or the shared exception raised again.
+/// Hand a follower its outcome: the value, or the shared exception raised again.
 fn served(py: Python<'_>, shared: &Shared, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
     match o {
         Outcome::Value(v) => {
@@ -840,11 +781,8 @@ impl CachedAgentCore {
         };
         let shared = Arc::new(Shared {
             store: make_store(max_size, ttl, enable_stats, clock)?,
-            flights: Mutex::new(Flights::default()),
-            next_id: AtomicU64::new(1),
+            flights: Flights::new(),
             closed: AtomicBool::new(false),
-            coalesced: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
         });
         let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
         Ok(CachedAgentCore {
@@ -875,7 +813,7 @@ impl CachedAgentCore {
         loop {
             match self.shared.join(py, &key, None, None)? {
                 Joined::Hit(v) => return Ok(v),
-                Joined::Lead(id) => {
+                Joined::Lead(lease) => {
                     let r = ucall::call1(self.call.bind(py), input);
                     let outcome = match &r {
                         Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
@@ -885,7 +823,7 @@ impl CachedAgentCore {
                         // Cancellation, exit: the next caller leads.
                         Err(_) => Outcome::Retry,
                     };
-                    self.shared.finish(py, &key, id, outcome);
+                    self.shared.finish(py, &key, lease, outcome);
                     return r.map(Bound::unbind);
                 }
                 Joined::Wait(ticket) if crate::aio::in_running_loop(py)? => {
@@ -945,9 +883,9 @@ impl CachedAgentCore {
         let task = current_task(py)?;
         let waiter = AsyncWaiter::new(py)?;
         let fut = waiter.future(py).unbind();
-        let flight = match self.shared.join(py, &key, task.as_ref(), Some(waiter))? {
+        let flight = match self.shared.join(py, &key, task, Some(waiter))? {
             Joined::Hit(v) => return Ok(v),
-            Joined::Lead(id) => Flight::for_leader(&self.shared, key, id),
+            Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease),
             Joined::Wait(t) => Flight {
                 shared: self.shared.clone(),
                 key,
@@ -1001,10 +939,7 @@ impl CachedAgentCore {
     /// Hits, misses, hit rate (percent), size, max_size, evictions, expirations and
     /// coalesced callers.
     fn stats(&self) -> CacheStats {
-        stats_of(
-            &self.shared.store,
-            self.shared.coalesced.load(Ordering::Relaxed),
-        )
+        stats_of(&self.shared.store, self.shared.flights.coalesced())
     }
 
     /// Entries held.
@@ -1035,7 +970,7 @@ impl CachedAgentCore {
 
     /// Test hook: calls in flight now.
     fn _in_flight(&self) -> usize {
-        self.shared.flights.lock().len()
+        self.shared.flights.in_flight()
     }
 
     /// Fork hook (``agentperf.cache`` registers it): in a forked child, forget the calls in
@@ -1052,19 +987,19 @@ impl CachedAgentCore {
 pub struct Flight {
     shared: Arc<Shared>,
     key: [u8; 32],
-    lead: Option<u64>,
+    lead: Option<Lease>,
     done: AtomicBool,
-    ticket: Option<Arc<Ticket<Outcome>>>,
+    ticket: Option<PyTicket>,
     future: Option<Py<PyAny>>,
 }
 
 impl Flight {
     /// The flight of the caller that runs the agent for `key`.
-    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], id: u64) -> Self {
+    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], lease: Lease) -> Self {
         Flight {
             shared: shared.clone(),
             key,
-            lead: Some(id),
+            lead: Some(lease),
             done: AtomicBool::new(false),
             ticket: None,
             future: None,
@@ -1072,9 +1007,9 @@ impl Flight {
     }
 
     fn end(&self, py: Python<'_>, outcome: Outcome) {
-        if let Some(id) = self.lead {
+        if let Some(lease) = self.lead {
             if !self.done.swap(true, Ordering::AcqRel) {
-                self.shared.finish(py, &self.key, id, outcome);
+                self.shared.finish(py, &self.key, lease, outcome);
             }
         }
     }
