@@ -30,6 +30,7 @@
 
 use crate::sync::Mutex;
 use crate::waitq::{Ticket, WaitQueue};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 // Counters and the generation take no part in the hand-off: plain std atomics even under
@@ -82,22 +83,26 @@ pub trait Caller {
     fn waits_for_itself(&self, leader: &Self) -> bool;
 }
 
-/// Work for the caller once no lock is held: wake `wake`, drop the rest.
+/// Work for the caller once no lock is held: call the notifiers in `wake`, then drop the
+/// effects (callers and notifiers the core let go of). The common paths let go of one
+/// caller and one notifier, kept inline so that a miss allocates nothing here.
 #[derive(Debug)]
 pub struct Effects<N, C> {
     /// Notifiers of followers that were granted an outcome.
     pub wake: Vec<N>,
-    /// Notifiers let go of, not to be called.
-    pub dropped: Vec<N>,
-    /// Callers let go of (leaders of ended flights, followers, hits).
-    pub callers: Vec<C>,
+    dropped_one: Option<N>,
+    dropped: Vec<N>,
+    caller_one: Option<C>,
+    callers: Vec<C>,
 }
 
 impl<N, C> Default for Effects<N, C> {
     fn default() -> Self {
         Self {
             wake: Vec::new(),
+            dropped_one: None,
             dropped: Vec::new(),
+            caller_one: None,
             callers: Vec::new(),
         }
     }
@@ -107,6 +112,30 @@ impl<N, C> Effects<N, C> {
     /// Nothing to do.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn let_go(&mut self, n: N) {
+        match self.dropped_one {
+            None => self.dropped_one = Some(n),
+            Some(_) => self.dropped.push(n),
+        }
+    }
+
+    fn let_go_caller(&mut self, c: C) {
+        match self.caller_one {
+            None => self.caller_one = Some(c),
+            Some(_) => self.callers.push(c),
+        }
+    }
+
+    /// Notifiers let go of, not to be called.
+    pub fn dropped(&self) -> impl Iterator<Item = &N> {
+        self.dropped_one.iter().chain(&self.dropped)
+    }
+
+    /// Callers let go of (leaders of ended flights, followers, hits).
+    pub fn callers(&self) -> impl Iterator<Item = &C> {
+        self.caller_one.iter().chain(&self.callers)
     }
 }
 
@@ -173,55 +202,49 @@ where
     ) -> Result<Joined<H, V, E>, Reentrant> {
         let generation = self.generation.load(Ordering::Acquire);
         let mut map = self.flights.lock();
-        if map
-            .get(key)
-            .is_some_and(|f| f.lease.generation != generation)
-        {
-            // A parent's flight the fork hook did not reach: nobody will end it.
-            if let Some(InFlight {
-                leader,
-                mut followers,
-                ..
-            }) = map.remove(key)
-            {
-                fx.callers.push(leader);
-                fx.dropped
-                    .extend(followers.drain().into_iter().map(|(_, n)| n));
+        let vacant = match map.entry(key.clone()) {
+            Entry::Occupied(o) if o.get().lease.generation == generation => {
+                let f = o.into_mut();
+                if who.waits_for_itself(&f.leader) {
+                    fx.let_go_caller(who);
+                    fx.let_go(notify);
+                    return Err(Reentrant);
+                }
+                let t = f.followers.push(notify);
+                fx.let_go_caller(who);
+                return Ok(Joined::Wait(t));
             }
-        }
-        if let Some(f) = map.get_mut(key) {
-            if who.waits_for_itself(&f.leader) {
-                drop(map);
-                fx.callers.push(who);
-                fx.dropped.push(notify);
-                return Err(Reentrant);
+            Entry::Occupied(o) => {
+                // A parent's flight the fork hook did not reach: nobody will end it.
+                let (k, mut f) = o.remove_entry();
+                fx.let_go_caller(f.leader);
+                for (_, n) in f.followers.drain() {
+                    fx.let_go(n);
+                }
+                match map.entry(k) {
+                    Entry::Vacant(v) => v,
+                    Entry::Occupied(_) => unreachable!("just removed"),
+                }
             }
-            let t = f.followers.push(notify);
-            drop(map);
-            fx.callers.push(who);
-            return Ok(Joined::Wait(t));
-        }
+            Entry::Vacant(v) => v,
+        };
         if let Some(h) = cached() {
-            drop(map);
-            fx.callers.push(who);
-            fx.dropped.push(notify);
+            fx.let_go_caller(who);
+            fx.let_go(notify);
             return Ok(Joined::Hit(h));
         }
         let lease = Lease {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             generation,
         };
-        map.insert(
-            key.clone(),
-            InFlight {
-                lease,
-                leader: who,
-                followers: WaitQueue::new(),
-                stale: false,
-            },
-        );
+        vacant.insert(InFlight {
+            lease,
+            leader: who,
+            followers: WaitQueue::new(),
+            stale: false,
+        });
         drop(map);
-        fx.dropped.push(notify);
+        fx.let_go(notify);
         Ok(Joined::Lead(lease))
     }
 
@@ -238,11 +261,14 @@ where
         fx: &mut Effects<N, C>,
     ) -> bool {
         let mut map = self.flights.lock();
-        if map.get(key).is_none_or(|f| f.lease.id != lease.id) {
-            return false;
-        }
-        let Some(mut f) = map.remove(key) else {
-            return false;
+        let mut f = match map.remove_entry(key) {
+            Some((_, f)) if f.lease.id == lease.id => f,
+            Some((k, other)) => {
+                // Another flight for the key (this one was dropped at a fork): leave it.
+                map.insert(k, other);
+                return false;
+            }
+            None => return false,
         };
         if let Outcome::Value(v) = outcome {
             if !f.stale {
@@ -252,7 +278,7 @@ where
         let woken = f.followers.grant_all(outcome);
         drop(map);
         fx.wake.extend(woken);
-        fx.callers.push(f.leader);
+        fx.let_go_caller(f.leader);
         true
     }
 
@@ -293,7 +319,7 @@ where
                 if keep_follower(&n) && t.grant(Outcome::Retry).is_ok() {
                     fx.wake.push(n);
                 } else {
-                    fx.dropped.push(n);
+                    fx.let_go(n);
                 }
             }
             if keep_flight(&f.leader) {
@@ -304,7 +330,7 @@ where
         }
         for k in gone {
             if let Some(f) = map.remove(&k) {
-                fx.callers.push(f.leader);
+                fx.let_go_caller(f.leader);
             }
         }
     }
@@ -392,7 +418,7 @@ mod tests {
         ));
         assert_eq!(stored, Some(5));
         assert_eq!(e.wake, vec!["n2", "n3"]);
-        assert_eq!(e.callers, vec![Who(1, None)]);
+        assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
         assert_eq!(t2.try_take(), Some(Outcome::Value(5)));
         assert_eq!(t3.try_take(), Some(Outcome::Value(5)));
         assert_eq!(f.in_flight(), 0);
@@ -408,7 +434,8 @@ mod tests {
             Ok(Joined::Hit(42)) => {}
             other => panic!("{other:?}"),
         }
-        assert_eq!((e.dropped, e.callers), (vec!["n"], vec![Who(1, None)]));
+        assert_eq!(e.dropped().collect::<Vec<_>>(), vec![&"n"]);
+        assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
         let mut e = fx();
         let Ok(Joined::Lead(l)) = f.join(&"k", Who(1, None), "n", || None::<u32>, &mut e) else {
             panic!()
@@ -515,8 +542,8 @@ mod tests {
         f.after_fork_child(|c| c.0 == 2, |n| *n == "t2", &mut e);
         assert_eq!(f.generation(), g + 1);
         assert_eq!(e.wake, vec!["t2"]);
-        assert_eq!(e.dropped, vec!["t3"]);
-        assert_eq!(e.callers, vec![Who(1, None)]);
+        assert_eq!(e.dropped().collect::<Vec<_>>(), vec![&"t3"]);
+        assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
         assert_eq!(task.try_take(), Some(Outcome::Retry));
         assert!(
             blocked.is_waiting(),
@@ -550,6 +577,6 @@ mod tests {
             f.join(&"k", Who(2, None), "-", || None::<u32>, &mut e),
             Ok(Joined::Lead(_))
         ));
-        assert_eq!(e.callers, vec![Who(1, None)]);
+        assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
     }
 }

@@ -527,12 +527,14 @@ type PyTicket = FlightTicket<Arc<Py<PyAny>>, Arc<Failure>>;
 
 /// Wake the followers granted an outcome, then drop what the core let go of (attached, no
 /// lock held).
-fn settle(py: Python<'_>, fx: Fx) {
-    for (w, _) in fx.wake.into_iter().flatten() {
-        w.wake(py);
+#[inline]
+fn settle(py: Python<'_>, mut fx: Fx) {
+    if !fx.wake.is_empty() {
+        for (w, _) in std::mem::take(&mut fx.wake).into_iter().flatten() {
+            w.wake(py);
+        }
     }
-    drop(fx.dropped);
-    drop(fx.callers);
+    drop(fx);
 }
 
 /// The state shared by a cached agent and its in-flight handles.
