@@ -20,7 +20,12 @@ fn bench(c: &mut Criterion) {
         let cache: Cache<ByteKey, u64, MonotonicClock> =
             Cache::new(N, ttl, true, MonotonicClock).expect("valid size");
         for (i, k) in ks.iter().enumerate() {
-            let _ = cache.set(ByteKey::new(0, k.as_bytes()), i as u64, Ttl::Default);
+            let _ = cache.set(
+                ByteKey::new(0, k.as_bytes()),
+                i as u64,
+                Ttl::Default,
+                &mut Vec::new(),
+            );
         }
         let mut i = 0usize;
         c.bench_function(&format!("core/get_hit/str/{name}"), |b| {
@@ -37,7 +42,13 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("core/set_replace/str/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % N;
-                black_box(cache.set(ByteKey::new(0, ks[i].as_bytes()), i as u64, Ttl::Default))
+                let mut t = Vec::new();
+                black_box(cache.set(
+                    ByteKey::new(0, ks[i].as_bytes()),
+                    i as u64,
+                    Ttl::Default,
+                    &mut t,
+                ))
             })
         });
     }
@@ -49,7 +60,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let k = n.to_le_bytes();
-            black_box(cache.set(ByteKey::new(0, &k), n, Ttl::Default))
+            let mut t = Vec::new();
+            black_box(cache.set(ByteKey::new(0, &k), n, Ttl::Default, &mut t))
         })
     });
     // Digest keys (what CachedAgent stores).
@@ -65,7 +77,7 @@ fn bench(c: &mut Criterion) {
     let dc: Cache<[u8; 32], u64, MonotonicClock> =
         Cache::new(N, Some(Duration::from_secs(600)), true, MonotonicClock).expect("valid");
     for (i, d) in digests.iter().enumerate() {
-        let _ = dc.set(*d, i as u64, Ttl::Default);
+        let _ = dc.set(*d, i as u64, Ttl::Default, &mut Vec::new());
     }
     c.bench_function("core/get_hit/digest/ttl", |b| {
         b.iter(|| {

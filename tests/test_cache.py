@@ -560,3 +560,86 @@ def test_cached_decorator_bad_arguments() -> None:
         ap.cached(key=3)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="ttl"):
         ap.cached(ttl=-1)
+
+
+# ------------------------------------------------------------------------------ corrections
+
+
+def test_an_expired_entry_goes_before_a_live_one() -> None:
+    # The case, in real time: `a` is the least recently used entry but live; `b`
+    # has expired. cachetools and cachebox keep `a`.
+    c = ap.Cache(max_size=2)
+    c.set("a", 1)
+    c.set("b", 2, ttl=0.05)
+    time.sleep(0.1)
+    c.set("c", 3)
+    assert c.get("a") == 1 and c.get("c") == 3 and "b" not in c
+    s = c.stats()
+    assert (s.evictions, s.expirations) == (0, 1)
+
+
+def test_expired_entries_go_before_live_ones_in_lru_order() -> None:
+    c = ap.Cache(max_size=4, ttl=10.0, _manual_clock=True)
+    c.set("keep1", 1, ttl=math.inf)
+    c.set("keep2", 2, ttl=100.0)
+    c.set("old1", 3)
+    c.set("old2", 4)
+    c._advance(10.0)  # old1 and old2 expire; keep1 is the least recently used entry
+    c.set("new1", 5)  # full: both expired entries go, keep1 stays
+    c.set("new2", 6)
+    assert [k for k in ("keep1", "keep2", "new1", "new2") if k in c] == [
+        "keep1",
+        "keep2",
+        "new1",
+        "new2",
+    ]
+    c.set("new3", 7)  # full, nothing expired: the least recently used live entry goes
+    assert "keep1" not in c and "keep2" in c and "new3" in c
+    s = c.stats()
+    assert (s.expirations, s.evictions) == (2, 1)
+
+
+def test_cached_agent_keeps_a_valid_entry_over_an_expired_one() -> None:
+    agent = Counter()
+    c = ap.CachedAgent(agent, max_size=2, ttl=10.0, _manual_clock=True)
+    c.execute("a")  # expires at 10
+    c._advance(5.0)
+    c.execute("b")  # expires at 15
+    c._advance(1.0)
+    c.execute("a")  # a hit: `a` most recent, `b` the LRU tail
+    c._advance(5.0)  # t=11: `a` has expired, `b` is valid
+    c.execute("c")  # full: the expired `a` goes, not `b`
+    assert agent.calls == ["a", "b", "c"]
+    c.execute("b")
+    assert agent.calls == ["a", "b", "c"], "an input whose entry is valid is not recomputed"
+    s = c.stats()
+    assert (s.evictions, s.expirations) == (0, 1)
+
+
+def test_caches_support_weak_references() -> None:
+    import weakref
+
+    c = ap.Cache(max_size=2)
+    r = weakref.ref(c)
+    assert r() is c
+    del c
+    gc.collect()
+    assert r() is None
+    ca = ap.CachedAgent(Counter(), max_size=2)
+    ra = weakref.ref(ca)
+    assert ra() is ca
+    ca.close()
+    del ca
+    gc.collect()
+    assert ra() is None
+
+    @ap.cached(max_size=2)
+    def f(x: int) -> int:
+        return x
+
+    rf = weakref.ref(f)
+    assert rf() is f
+    rc = weakref.ref(f.cache_agent)  # type: ignore[attr-defined]
+    del f
+    gc.collect()
+    assert rf() is None and rc() is None

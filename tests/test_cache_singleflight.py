@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -356,3 +358,199 @@ def test_many_threads_many_keys() -> None:
     s = c.stats()
     assert s.hits + s.misses == 16 * 300
     assert c._in_flight() == 0
+
+
+# ------------------------------------------------------------------------------ corrections
+
+
+def _tb_len(e: BaseException) -> int:
+    n, tb = 0, e.__traceback__
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+@pytest.mark.timeout(60)
+def test_a_shared_failure_counts_misses_and_keeps_its_traceback_short() -> None:
+    n = 300
+    err = ConnectionError("429 Too Many Requests")
+    agent = Blocking(fail=err)
+    c = ap.CachedAgent(agent)
+    ts, out = _run_threads(n, lambda: c.execute("k"))
+    assert agent.started.wait(10)
+    time.sleep(0.5)
+    agent.release.set()
+    for t in ts:
+        t.join()
+    assert agent.calls == 1
+    assert all(kind == "err" and e is err for kind, e in out), "the leader's exception object"
+    s = c.stats()
+    assert (s.hits, s.misses, s.coalesced) == (0, n, n - 1), s
+    assert s.hit_rate == 0.0
+    # Each raise appends the raising frames to the one shared traceback; it must not keep
+    # one more frame per caller.
+    assert _tb_len(err) < 20, _tb_len(err)
+    agent.fail = None
+    c.execute("k")
+    ts, out = _run_threads(8, lambda: c.execute("k"))
+    for t in ts:
+        t.join()
+    s = c.stats()
+    assert (s.hits, s.misses, s.coalesced) == (8, n + 1, n - 1), "hits from the cache"
+
+
+@pytest.mark.timeout(30)
+def test_coalesced_counts_callers_served_by_a_successful_flight() -> None:
+    agent = Blocking()
+    c = ap.CachedAgent(agent)
+    ts, _ = _run_threads(16, lambda: c.execute("k"))
+    _wait_waiters(c, agent, 16)
+    agent.release.set()
+    for t in ts:
+        t.join()
+    assert agent.calls == 1
+    s = c.stats()
+    assert (s.hits, s.misses, s.coalesced) == (15, 1, 15)
+    assert "coalesced=15" in repr(s)
+    assert ap.Cache().stats().coalesced == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_shared_async_failure_counts_misses_and_keeps_its_traceback_short() -> None:
+    n = 1000
+    err = ConnectionError("429 Too Many Requests")
+    gate = asyncio.Event()
+    calls = 0
+
+    async def agent(x: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        raise err
+
+    c = ap.CachedAgent(agent)
+    tasks = [asyncio.create_task(c.aexecute("k")) for _ in range(n)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    res = await asyncio.gather(*tasks, return_exceptions=True)
+    assert calls == 1
+    assert all(r is err for r in res)
+    s = c.stats()
+    assert (s.hits, s.misses, s.coalesced) == (0, n, n - 1), s
+    assert _tb_len(err) < 20, _tb_len(err)
+
+
+@pytest.mark.timeout(30)
+async def test_sync_execute_on_a_running_loop_refuses_to_wait_for_a_flight() -> None:
+    agent = Blocking()
+    c = ap.CachedAgent(agent)
+    leader = threading.Thread(target=lambda: c.execute("k"))
+    leader.start()
+    assert await asyncio.to_thread(agent.started.wait, 10)
+    # Old behaviour: the loop blocked until the leader finished (released here after 2 s).
+    timer = threading.Timer(2.0, agent.release.set)
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"await cached\.aexecute\(\.\.\.\)"):
+            c.execute("k")
+    finally:
+        agent.release.set()
+        timer.cancel()
+        await asyncio.to_thread(leader.join)
+    assert c.execute("k") == {"out": "k"}, "a hit never waits, so it is allowed"
+    assert await c.aexecute("k") == {"out": "k"}
+    assert agent.calls == 1 and c._in_flight() == 0
+
+
+class ForkAgent:
+    """Blocks its first call in the parent until released; in a forked child, answers at once."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def execute(self, x: Any) -> Any:
+        if os.getpid() == self.parent:
+            self.started.set()
+            assert self.release.wait(20)
+            return ("parent", x)
+        return ("child", x)
+
+    async def aexecute(self, x: Any) -> Any:
+        return self.execute(x)
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return -1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_key_in_flight_at_fork_is_not_in_flight_in_the_child() -> None:
+    agent = ForkAgent()
+    c = ap.CachedAgent(agent)
+    leader = threading.Thread(target=lambda: c.execute("k"))
+    leader.start()
+    assert agent.started.wait(10)
+    followers, out = _run_threads(2, lambda: c.execute("k"))
+    time.sleep(0.1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal.alarm(10)
+            assert c.execute("k") == ("child", "k")
+            assert c.execute("k") == ("child", "k")
+            assert c._in_flight() == 0
+            code = 0
+        finally:
+            os._exit(code)
+    code = _wait_child(pid, 30)
+    agent.release.set()
+    leader.join(10)
+    for t in followers:
+        t.join(10)
+    assert code == 0, "the child's execute of the parent's in-flight key never returned"
+    assert [v for _, v in out] == [("parent", "k")] * 2
+    assert c.execute("k") == ("parent", "k")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_a_task_waiting_at_fork_leads_in_the_child() -> None:
+    agent = ForkAgent()
+    c = ap.CachedAgent(agent)
+    leader = threading.Thread(target=lambda: c.execute("k"))
+    leader.start()
+    assert await asyncio.to_thread(agent.started.wait, 10)
+    follower = asyncio.create_task(c.aexecute("k"))
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal.alarm(10)
+            # asyncio forgets the running loop in a child; this test goes on with it.
+            asyncio.events._set_running_loop(loop)
+            got = await asyncio.wait_for(follower, 5)
+            assert got == ("child", "k"), got
+            code = 0
+        finally:
+            os._exit(code)
+    code = await asyncio.to_thread(_wait_child, pid, 30)
+    agent.release.set()
+    await asyncio.to_thread(leader.join, 10)
+    assert await follower == ("parent", "k")
+    assert code == 0, "a task of the forking thread's loop waited forever in the child"

@@ -155,7 +155,11 @@ _Seconds = float | int | datetime.timedelta
 
 @final
 class CacheStats:
-    """Counters and size of a cache at one instant (``hit_rate`` in percent)."""
+    """Counters and size of a cache at one instant (``hit_rate`` in percent).
+
+    A caller served by another caller's in-flight call counts as a hit when that call
+    succeeded, as a miss when it raised, and in ``coalesced`` either way.
+    """
 
     @property
     def hits(self) -> int: ...
@@ -171,6 +175,8 @@ class CacheStats:
     def evictions(self) -> int: ...
     @property
     def expirations(self) -> int: ...
+    @property
+    def coalesced(self) -> int: ...
 
 @final
 class Cache:
@@ -230,6 +236,7 @@ class CachedAgentCore:
     def close(self) -> None: ...
     def _advance(self, seconds: float) -> None: ...
     def _in_flight(self) -> int: ...
+    def _after_fork_child(self) -> None: ...
 
 @final
 class Flight:

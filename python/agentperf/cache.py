@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from . import _lifecycle
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
 from ._closeable import Closeable
 from ._config import optional_callable
@@ -64,7 +66,8 @@ class CachedAgent(CachedAgentCore, Closeable):
     Outputs are returned as stored (no copy); an agent that raises caches nothing.
 
     ``execute`` is one Rust call: the digest, the lookup, single-flight and, on a miss, the
-    agent call.
+    agent call. On a thread whose event loop is running, ``execute`` raises ``RuntimeError``
+    rather than wait for another caller's in-flight call (use ``await aexecute(...)``).
     After :meth:`close`, ``execute`` and ``aexecute`` raise ``RuntimeError``.
     """
 
@@ -96,6 +99,7 @@ class CachedAgent(CachedAgentCore, Closeable):
         self._acall = adapter.acall
         self._keyfn = cfg.key_generator
         self._runner = runner
+        _CACHED.add(self)
         return self
 
     def _widen_runner(self, limit: int) -> None:  # a BatchExecutor of that max_concurrency
@@ -153,6 +157,18 @@ class CachedAgent(CachedAgentCore, Closeable):
     def __repr__(self) -> str:
         cfg = self.config
         return f"CachedAgent({self.agent!r}, max_size={cfg.max_size}, ttl={cfg.ttl})"
+
+
+_CACHED: weakref.WeakSet[CachedAgent] = weakref.WeakSet()
+
+
+def _after_fork_child() -> None:
+    """In a forked child, no cached agent waits for a call in flight in the parent."""
+    for c in list(_CACHED):
+        c._after_fork_child()
+
+
+_lifecycle.at_fork(after_in_child=_after_fork_child)
 
 
 class CachedFunction(Protocol[P, R_co]):

@@ -1,4 +1,4 @@
-//! Model checking of the semaphore and pool cores with loom (`make loom`, i.e.
+//! Model checking of the semaphore, pool and single-flight cores with loom (`make loom`, i.e.
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
 //!
 //! Under `cfg(loom)` the cores' locks, condvars, atomics, fences and the pool's idle channel
@@ -9,6 +9,7 @@
 //! thread parked forever), which loom reports as a failure; the checks after the joins catch
 //! duplicates and leaks. Each test prints how many interleavings it explored.
 
+use crate::cache::flight::{Caller, Effects as FlightFx, Joined, Outcome, SingleFlight};
 use crate::clock::ManualClock;
 use crate::pool::core::{Acquire as PoolAcquire, Effects, Handoff, Limits, PoolCore};
 use crate::semaphore::core::{Acquire, Semaphore};
@@ -532,5 +533,216 @@ fn loom_limiter_timeout_and_cancel_race_with_grants() {
             "burst 1 at t=1 after a unit at t=0: {held} units"
         );
         assert_eq!(s.waiting, 0);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Single-flight (the cache's)
+// ---------------------------------------------------------------------------------------
+
+/// A caller: loom threads share one OS thread, so callers are told apart by number.
+#[derive(Debug)]
+struct Who(usize);
+
+impl Caller for Who {
+    fn waits_for_itself(&self, leader: &Self) -> bool {
+        self.0 == leader.0
+    }
+}
+
+type Sf = SingleFlight<u8, u32, u32, usize, Who, std::collections::hash_map::RandomState>;
+/// The store under the flights: one key's value.
+type Store = loom::sync::Mutex<Option<u32>>;
+
+/// What a leader does with its call.
+#[derive(Clone, Copy)]
+enum Lead {
+    /// Returns `10 + n` (the n-th agent call).
+    Succeed,
+    /// The first agent call gives up (cancelled); later ones succeed.
+    AbandonFirst,
+}
+
+/// One `execute` of key 0 the way the binding runs it: join, then lead (call, store, finish)
+/// or follow (wait, a Retry joins again). `calls` counts agent calls. Returns the value,
+/// `Some(0)` if this caller's own call was the abandoned one, None if it gave up waiting.
+fn flight_call(
+    sf: &Sf,
+    store: &Store,
+    calls: &AtomicUsize,
+    id: usize,
+    how: Wait,
+    lead: Lead,
+) -> Option<u32> {
+    loop {
+        let mut fx = FlightFx::new();
+        let joined = sf.join(&0, Who(id), id, || *store.lock().unwrap(), &mut fx);
+        match joined.expect("no caller waits for itself here") {
+            Joined::Hit(v) => return Some(v),
+            Joined::Lead(lease) => {
+                let n = calls.fetch_add(1, SeqCst);
+                let outcome = match lead {
+                    Lead::AbandonFirst if n == 0 => Outcome::Retry,
+                    _ => Outcome::Value(10 + n as u32),
+                };
+                let mine = sf.finish(
+                    &0,
+                    lease,
+                    &outcome,
+                    |v| *store.lock().unwrap() = Some(*v),
+                    &mut fx,
+                );
+                assert!(mine, "nobody else ends a live flight");
+                return match outcome {
+                    Outcome::Value(v) => Some(v),
+                    _ => Some(0),
+                };
+            }
+            Joined::Wait(t) => {
+                let got = match how {
+                    Wait::Forever => t.wait_until(None),
+                    Wait::Timeout => t.wait_until(soon()),
+                    Wait::Cancel => t.withdraw(),
+                };
+                match got {
+                    Some(Outcome::Value(v)) => return Some(v),
+                    Some(Outcome::Retry) => continue,
+                    Some(Outcome::Error(e)) => panic!("no call fails here: {e}"),
+                    None => return None,
+                }
+            }
+        }
+    }
+}
+
+fn flight_threads(
+    sf: &Arc<Sf>,
+    store: &Arc<Store>,
+    calls: &Arc<AtomicUsize>,
+    hows: &[Wait],
+    lead: Lead,
+) -> Vec<thread::JoinHandle<Option<u32>>> {
+    hows.iter()
+        .enumerate()
+        .map(|(id, &how)| {
+            let (sf, store, calls) = (sf.clone(), store.clone(), calls.clone());
+            thread::spawn(move || flight_call(&sf, &store, &calls, id, how, lead))
+        })
+        .collect()
+}
+
+#[test]
+fn loom_single_flight_one_call_for_concurrent_misses() {
+    // Three callers miss one key at once: the agent runs once, everyone gets that value
+    // (from the flight or, joining after it ended, from the store), no flight is left.
+    model("single-flight: 3 blocking callers, one call", || {
+        let sf = Arc::new(Sf::new());
+        let store = Arc::new(Store::new(None));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hs = flight_threads(
+            &sf,
+            &store,
+            &calls,
+            &[Wait::Forever, Wait::Forever, Wait::Forever],
+            Lead::Succeed,
+        );
+        for h in hs {
+            assert_eq!(h.join().unwrap(), Some(10));
+        }
+        assert_eq!(calls.load(SeqCst), 1, "the agent ran more than once");
+        assert_eq!(sf.in_flight(), 0);
+        assert_eq!(*store.lock().unwrap(), Some(10));
+    });
+}
+
+#[test]
+fn loom_single_flight_abandoned_call_is_handed_on() {
+    // The first agent call is abandoned while a follower blocks and another gives up at a
+    // point loom chooses: the blocked one is never left parked (it leads the next call, or
+    // follows it), and no flight is left.
+    model(
+        "single-flight: abandoned leader vs blocking and timed followers",
+        || {
+            let sf = Arc::new(Sf::new());
+            let store = Arc::new(Store::new(None));
+            let calls = Arc::new(AtomicUsize::new(0));
+            let hs = flight_threads(
+                &sf,
+                &store,
+                &calls,
+                &[Wait::Forever, Wait::Timeout],
+                Lead::AbandonFirst,
+            );
+            let got: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            let n = calls.load(SeqCst);
+            // The blocking caller ends served, or was the leader that gave up; never empty.
+            assert!(matches!(got[0], Some(0) | Some(11)), "{got:?}");
+            assert_eq!(
+                got.iter().filter(|v| **v == Some(0)).count(),
+                1,
+                "one abandoned call: {got:?}"
+            );
+            let served = got.contains(&Some(11));
+            assert_eq!(n, 1 + usize::from(served), "{n} calls for {got:?}");
+            let want = served.then_some(11);
+            assert_eq!(*store.lock().unwrap(), want);
+            assert_eq!(sf.in_flight(), 0);
+        },
+    );
+}
+
+#[test]
+fn loom_single_flight_invalidate_races_with_the_call() {
+    // An invalidation runs while a call for the key is in flight (or before, or after):
+    // once it has seen the flight begin, no value computed by that flight stays stored.
+    model("single-flight: invalidate vs finish", || {
+        let sf = Arc::new(Sf::new());
+        let store = Arc::new(Store::new(None));
+        let began = Arc::new(AtomicUsize::new(0));
+        let caller = {
+            let (sf, store, began) = (sf.clone(), store.clone(), began.clone());
+            thread::spawn(move || {
+                let mut fx = FlightFx::new();
+                let j = sf.join(
+                    &0,
+                    Who(1),
+                    1,
+                    || {
+                        // Runs under the flights lock just before this caller leads.
+                        let v = *store.lock().unwrap();
+                        if v.is_none() {
+                            began.store(1, SeqCst);
+                        }
+                        v
+                    },
+                    &mut fx,
+                );
+                let Ok(Joined::Lead(lease)) = j else {
+                    panic!("the only caller leads")
+                };
+                sf.finish(
+                    &0,
+                    lease,
+                    &Outcome::Value(7),
+                    |v| *store.lock().unwrap() = Some(*v),
+                    &mut fx,
+                )
+            })
+        };
+        let saw = sf.invalidate(&0, || {
+            store.lock().unwrap().take();
+            began.load(SeqCst) == 1
+        });
+        assert!(caller.join().unwrap());
+        let left = *store.lock().unwrap();
+        if saw {
+            assert_eq!(
+                left, None,
+                "a value computed before the invalidation stayed"
+            );
+        } else {
+            assert_eq!(left, Some(7));
+        }
+        assert_eq!(sf.in_flight(), 0);
     });
 }

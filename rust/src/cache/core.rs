@@ -28,6 +28,15 @@
 //! removes every expired entry (the bindings run it from the shared cleanup thread). Time
 //! comes from a [`Clock`], so tests drive it with `ManualClock`.
 //!
+//! Expired entries go before live ones: an insert that finds its shard full first drops the
+//! expired entries (up to [`EXPIRE_ON_INSERT`] of them), and evicts the least recently used
+//! live entry only when none has expired. To find them without a scan, a shard that has
+//! filled up once keeps a min-heap of `(expiry, slot)` for its expiring entries, with lazy
+//! deletion: an item is current while its slot holds an entry of that expiry, stale items
+//! are skipped when popped and the heap is compacted when they outnumber the current ones, so
+//! the insert path stays O(log n) amortised (O(1) for the default TTL, whose expiries only
+//! grow). A shard that never fills, or holds no expiring entry, never builds the heap.
+//!
 //! # Values
 //!
 //! Values removed under a shard lock (replaced, evicted, expired, cleared) are never dropped
@@ -37,6 +46,8 @@
 use crate::clock::{Clock, MonotonicClock, Nanos};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -52,6 +63,12 @@ const NEVER: Nanos = u64::MAX;
 const NIL: u32 = u32::MAX;
 /// Slots a sweep scans per lock hold.
 const SWEEP_CHUNK: usize = 4096;
+/// Most expired entries one insert into a full shard drops (the rest wait for the next insert
+/// or the sweep), which bounds the lock hold.
+pub const EXPIRE_ON_INSERT: usize = 64;
+/// Stale expiry items tolerated beyond twice the current ones before a compaction (small in
+/// tests, so the reference model exercises compaction too).
+const HEAP_SLACK: usize = if cfg!(test) { 2 } else { 64 };
 
 /// A stored key: its 64 well-mixed hash bits.
 pub trait Key: Eq {
@@ -229,6 +246,12 @@ struct Inner<K, V> {
     cap: usize,
     /// Entries with a finite expiry (a sweep skips shards without any).
     expiring: usize,
+    /// `(expiry, slot)` of the expiring entries once the shard has filled up with expiring
+    /// entries (`tracking`), may hold stale items (see the module docs): those set with the
+    /// default TTL in a queue (their expiries only grow), the others in a min-heap.
+    fifo: VecDeque<(Nanos, u32)>,
+    by_expiry: BinaryHeap<Reverse<(Nanos, u32)>>,
+    tracking: bool,
     hits: u64,
     misses: u64,
     evictions: u64,
@@ -250,6 +273,9 @@ impl<K: Key, V> Inner<K, V> {
             len: 0,
             cap,
             expiring: 0,
+            fifo: VecDeque::new(),
+            by_expiry: BinaryHeap::new(),
+            tracking: false,
             hits: 0,
             misses: 0,
             evictions: 0,
@@ -356,6 +382,138 @@ impl<K: Key, V> Inner<K, V> {
         let i = self.slab.len() as u32;
         self.slab.push(Some(node));
         i
+    }
+
+    /// Whether heap item `(e, i)` is current: slot `i` holds an entry expiring at `e`.
+    #[inline]
+    fn current(&self, e: Nanos, i: u32) -> bool {
+        matches!(&self.slab[i as usize], Some(n) if n.expires == e)
+    }
+
+    /// Slot `i` now expires at `e` (finite): keep the expiry order in step, if it is kept.
+    /// `fifo`: `e` is now plus the default TTL, never earlier than the queue's last item.
+    #[inline]
+    fn track(&mut self, e: Nanos, i: u32, fifo: bool) {
+        if self.tracking {
+            if fifo {
+                self.fifo.push_back((e, i));
+            } else {
+                self.by_expiry.push(Reverse((e, i)));
+            }
+            if self.fifo.len() + self.by_expiry.len() > 2 * self.expiring + HEAP_SLACK {
+                self.compact();
+            }
+        }
+    }
+
+    /// The expiry the default TTL gives an entry set now: `e`, or the last queued expiry if
+    /// that is later (clocks read on other threads before they took the lock, or on other
+    /// cores, may lag a little), so the queue stays sorted.
+    #[inline]
+    fn queued_expiry(&self, e: Nanos) -> Nanos {
+        match self.fifo.back() {
+            Some(&(last, _)) if self.tracking && last > e => last,
+            _ => e,
+        }
+    }
+
+    /// Keep only the current items, each once.
+    fn compact(&mut self) {
+        let expiring = self.expiring;
+        let mut q: Vec<(Nanos, u32)> = std::mem::take(&mut self.fifo).into();
+        q.retain(|&(e, i)| self.current(e, i));
+        let mut h: Vec<(Nanos, u32)> = std::mem::take(&mut self.by_expiry)
+            .into_vec()
+            .into_iter()
+            .map(|Reverse(x)| x)
+            .filter(|&(e, i)| self.current(e, i))
+            .collect();
+        if q.len() + h.len() > expiring {
+            // The same slot with the same expiry queued twice (set twice within a clock
+            // tick): sorting keeps the queue's order and makes the heap a sorted vector.
+            q.sort_unstable();
+            q.dedup();
+            h.sort_unstable();
+            h.dedup();
+        }
+        self.fifo = q.into();
+        self.by_expiry = h.into_iter().map(Reverse).collect();
+    }
+
+    /// Start keeping the expiry order: one scan of the slab, into the heap.
+    fn start_tracking(&mut self) {
+        self.by_expiry = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match n {
+                // `i < slab.len() <= u32::MAX - 1`.
+                Some(n) if n.expires != NEVER => Some(Reverse((n.expires, i as u32))),
+                _ => None,
+            })
+            .collect();
+        self.fifo.clear();
+        self.tracking = true;
+    }
+
+    /// The earliest current item, stale ones dropped on the way; `true` if from the queue.
+    #[inline]
+    fn earliest(&mut self) -> Option<(Nanos, u32, bool)> {
+        while let Some(&(e, i)) = self.fifo.front() {
+            if self.current(e, i) {
+                break;
+            }
+            self.fifo.pop_front();
+        }
+        while let Some(&Reverse((e, i))) = self.by_expiry.peek() {
+            if self.current(e, i) {
+                break;
+            }
+            self.by_expiry.pop();
+        }
+        match (self.fifo.front(), self.by_expiry.peek()) {
+            (Some(&(a, i)), Some(&Reverse((b, _)))) if a <= b => Some((a, i, true)),
+            (_, Some(&Reverse((b, j)))) => Some((b, j, false)),
+            (Some(&(a, i)), None) => Some((a, i, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// Drop up to [`EXPIRE_ON_INSERT`] entries expired at `now`, earliest first: the first
+    /// is returned with how many were dropped, the others go to `trash`.
+    fn drop_expired(&mut self, now: Nanos, trash: &mut Vec<V>) -> (Option<V>, usize) {
+        if self.expiring == 0 {
+            self.by_expiry.clear();
+            self.fifo.clear();
+            return (None, 0);
+        }
+        if !self.tracking {
+            self.start_tracking();
+        }
+        let mut first = None;
+        let mut n = 0;
+        while n < EXPIRE_ON_INSERT {
+            let Some((e, i, from_fifo)) = self.earliest() else {
+                break;
+            };
+            if e > now {
+                break;
+            }
+            if from_fifo {
+                self.fifo.pop_front();
+            } else {
+                self.by_expiry.pop();
+            }
+            let h = Key::hash64(&self.node(i).key);
+            let v = self.remove_at(i, h);
+            if first.is_none() {
+                first = Some(v);
+            } else {
+                trash.push(v);
+            }
+            n += 1;
+        }
+        (first, n)
     }
 }
 
@@ -506,9 +664,11 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     }
 
     /// Insert or replace `key`, as most recently used. Returns the value that left: the one
-    /// replaced, or the entry evicted to make room (never both); drop it after the call.
+    /// replaced, or, when the shard is full, an expired entry dropped to make room (the
+    /// other expired ones dropped with it go to `trash`; see the module docs) or else the
+    /// least recently used entry evicted. Drop them after the call.
     #[must_use = "drop the returned value outside any lock"]
-    pub fn set(&self, key: K, value: V, ttl: Ttl) -> Option<V> {
+    pub fn set(&self, key: K, value: V, ttl: Ttl, trash: &mut Vec<V>) -> Option<V> {
         let life = match ttl {
             Ttl::Default => self.default_ttl,
             Ttl::Never => None,
@@ -518,6 +678,12 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         let expires = life.map_or(NEVER, |l| now.saturating_add(l).min(NEVER - 1));
         let h = Key::hash64(&key);
         let mut g = self.shard(h).lock();
+        let fifo = matches!(ttl, Ttl::Default);
+        let expires = if fifo && expires != NEVER {
+            g.queued_expiry(expires)
+        } else {
+            expires
+        };
         if let Some(i) = g.find(h, &key) {
             let was_expiring = g.node(i).expires != NEVER;
             let n = g.node_mut(i);
@@ -528,20 +694,27 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
                 (true, false) => g.expiring -= 1,
                 _ => {}
             }
+            if expires != NEVER {
+                g.track(expires, i, fifo);
+            }
             g.touch(i);
             return Some(old);
         }
         let mut out = None;
         if g.len >= g.cap {
-            let t = g.tail;
-            let te = g.node(t).expires;
-            let th = Key::hash64(&g.node(t).key);
-            let expired = te != NEVER && te <= self.clock.now();
-            out = Some(g.remove_at(t, th));
-            if self.count {
-                if expired {
-                    g.expirations += 1;
-                } else {
+            let now = if g.expiring > 0 { self.clock.now() } else { 0 };
+            let (first, n) = g.drop_expired(now, trash);
+            out = first;
+            if n > 0 {
+                if self.count {
+                    g.expirations += n as u64;
+                }
+            } else {
+                // Nothing has expired, so the least recently used entry is live.
+                let t = g.tail;
+                let th = Key::hash64(&g.node(t).key);
+                out = Some(g.remove_at(t, th));
+                if self.count {
                     g.evictions += 1;
                 }
             }
@@ -561,6 +734,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         g.len += 1;
         if expires != NEVER {
             g.expiring += 1;
+            g.track(expires, i, fifo);
         }
         g.push_front(i);
         out
@@ -595,6 +769,9 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             g.tail = NIL;
             g.len = 0;
             g.expiring = 0;
+            g.fifo = VecDeque::new();
+            g.by_expiry = BinaryHeap::new();
+            g.tracking = false;
             drop(g);
             trash.extend(slab.into_iter().flatten().map(|n| n.value));
         }
@@ -608,6 +785,11 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     /// No entry held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the counters are kept (`enable_stats`).
+    pub fn counting(&self) -> bool {
+        self.count
     }
 
     /// Count a hit decided outside the store (e.g. a caller served by an in-flight call).
@@ -729,7 +911,8 @@ mod tests {
     }
     fn set(c: &C, key: &str, v: u64) -> Vec<u64> {
         let mut t = Vec::new();
-        t.extend(c.set(k(key), v, Ttl::Default));
+        let o = c.set(k(key), v, Ttl::Default, &mut t);
+        t.extend(o);
         t
     }
 
@@ -795,9 +978,12 @@ mod tests {
     fn per_entry_ttl_overrides_the_default() {
         let (c, clock) = new(10, Some(Duration::from_secs(10)));
         let mut t = Vec::new();
-        t.extend(c.set(k("short"), 1, Ttl::For(Duration::from_secs(1))));
-        t.extend(c.set(k("never"), 2, Ttl::Never));
-        t.extend(c.set(k("default"), 3, Ttl::Default));
+        let o = c.set(k("short"), 1, Ttl::For(Duration::from_secs(1)), &mut t);
+        t.extend(o);
+        let o = c.set(k("never"), 2, Ttl::Never, &mut t);
+        t.extend(o);
+        let o = c.set(k("default"), 3, Ttl::Default, &mut t);
+        t.extend(o);
         clock.advance(Duration::from_secs(2));
         assert_eq!(get(&c, "short"), None);
         assert_eq!(get(&c, "default"), Some(3));
@@ -805,7 +991,8 @@ mod tests {
         assert_eq!(get(&c, "default"), None);
         assert_eq!(get(&c, "never"), Some(2));
         // Re-setting with a finite ttl makes a never-expiring entry expire.
-        t.extend(c.set(k("never"), 4, Ttl::For(Duration::from_secs(1))));
+        let o = c.set(k("never"), 4, Ttl::For(Duration::from_secs(1)), &mut t);
+        t.extend(o);
         clock.advance(Duration::from_secs(1));
         assert_eq!(get(&c, "never"), None);
     }
@@ -816,7 +1003,8 @@ mod tests {
         let mut t = Vec::new();
         for i in 0..10_000u64 {
             let ttl = if i % 2 == 0 { Ttl::Default } else { Ttl::Never };
-            t.extend(c.set(k(&i.to_string()), i, ttl));
+            let o = c.set(k(&i.to_string()), i, ttl, &mut t);
+            t.extend(o);
         }
         assert_eq!(c.sweep(|_| {}), 0);
         clock.advance(Duration::from_secs(5));
@@ -833,7 +1021,8 @@ mod tests {
     fn expired_tail_counts_as_expiration_not_eviction() {
         let (c, clock) = new(2, None);
         let mut t = Vec::new();
-        t.extend(c.set(k("a"), 1, Ttl::For(Duration::from_secs(1))));
+        let o = c.set(k("a"), 1, Ttl::For(Duration::from_secs(1)), &mut t);
+        t.extend(o);
         set(&c, "b", 2);
         clock.advance(Duration::from_secs(2));
         set(&c, "c", 3);
@@ -842,12 +1031,116 @@ mod tests {
     }
 
     #[test]
+    fn a_full_insert_drops_an_expired_entry_before_a_live_one() {
+        // The case: the LRU tail `a` is live, `b` (not the tail) has expired.
+        let (c, clock) = new(2, None);
+        let mut t = Vec::new();
+        set(&c, "a", 1);
+        let o = c.set(k("b"), 2, Ttl::For(Duration::from_millis(50)), &mut t);
+        t.extend(o);
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(
+            set(&c, "c", 3),
+            vec![2],
+            "the expired b leaves, not the live a"
+        );
+        assert_eq!(get(&c, "a"), Some(1));
+        assert_eq!(c.lru_order(0), vec![k("c"), k("a")]);
+        let s = c.stats();
+        assert_eq!((s.evictions, s.expirations), (0, 1));
+        // Nothing expired now: the least recently used live entry goes.
+        assert_eq!(set(&c, "d", 4), vec![3]);
+        assert_eq!(c.stats().evictions, 1);
+    }
+
+    #[test]
+    fn a_full_insert_drops_every_expired_entry_up_to_the_bound() {
+        let n = 3 * EXPIRE_ON_INSERT;
+        let (c, clock) = new(n, Some(Duration::from_secs(10)));
+        let mut t = Vec::new();
+        for i in 0..n {
+            let ttl = if i % 3 == 0 { Ttl::Never } else { Ttl::Default };
+            let o = c.set(k(&i.to_string()), i as u64, ttl, &mut t);
+            t.extend(o);
+        }
+        // Touch the never-expiring ones so expired entries sit in the middle of the order.
+        for i in (0..n).step_by(3) {
+            assert_eq!(get(&c, &i.to_string()), Some(i as u64));
+        }
+        clock.advance(Duration::from_secs(10));
+        let out = set(&c, "new", 0);
+        assert_eq!(out.len(), EXPIRE_ON_INSERT);
+        assert!(out.iter().all(|v| v % 3 != 0), "only expired entries left");
+        assert_eq!(c.stats().evictions, 0);
+        // The next inserts find room, then drop the rest of the expired ones.
+        let mut dropped = 0;
+        for i in 0..n {
+            let out = set(&c, &format!("x{i}"), 0);
+            dropped += out.len();
+            if c.stats().expirations as usize == 2 * n / 3 {
+                break;
+            }
+        }
+        assert!(dropped > 0);
+        assert_eq!(c.stats().expirations as usize, 2 * n / 3);
+        assert_eq!(c.stats().evictions, 0);
+        for i in (0..n).step_by(3) {
+            assert_eq!(
+                get(&c, &i.to_string()),
+                Some(i as u64),
+                "live entry {i} kept"
+            );
+        }
+    }
+
+    #[test]
+    fn the_expiry_heap_survives_replaces_removes_and_compaction() {
+        let (c, clock) = new(8, Some(Duration::from_secs(100)));
+        for i in 0..8 {
+            set(&c, &i.to_string(), i);
+        }
+        // Fill-up insert: builds the heap; nothing expired, so the LRU entry goes.
+        assert_eq!(set(&c, "8", 8), vec![0]);
+        // Many replaces: stale heap items pile up and get compacted.
+        for round in 0..200u64 {
+            clock.advance(Duration::from_millis(10));
+            set(&c, &(1 + round % 8).to_string(), round);
+        }
+        {
+            let g = c.shards[0].0.lock();
+            assert!(g.tracking);
+            assert!(g.fifo.len() + g.by_expiry.len() <= 2 * g.expiring + HEAP_SLACK);
+        }
+        // One entry made never-expiring, one removed, one expiring much later.
+        let mut t = Vec::new();
+        let o = c.set(k("3"), 33, Ttl::Never, &mut t);
+        t.extend(o);
+        assert!(c.remove(&q("4"), &mut t));
+        let o = c.set(k("5"), 55, Ttl::For(Duration::from_secs(1000)), &mut t);
+        t.extend(o);
+        clock.advance(Duration::from_secs(100));
+        // Everything with the default TTL has expired now; 3 and 5 are live.
+        assert_eq!(
+            set(&c, "a", 0),
+            Vec::<u64>::new(),
+            "room left by the removal"
+        );
+        let out = set(&c, "b", 0);
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert_eq!(get(&c, "a"), Some(0));
+        assert_eq!(get(&c, "3"), Some(33));
+        assert_eq!(get(&c, "5"), Some(55));
+        assert_eq!(c.stats().evictions, 1);
+    }
+
+    #[test]
     fn bound_holds_under_many_inserts() {
         for max in [1usize, 7, 8191, 8192, 50_000, 100_000] {
             let (c, _) = new(max, None);
             let mut t = Vec::new();
             for i in 0..(3 * max as u64 + 100) {
-                t.extend(c.set(k(&format!("key-{i}")), i, Ttl::Default));
+                let o = c.set(k(&format!("key-{i}")), i, Ttl::Default, &mut t);
+                t.extend(o);
                 t.clear();
             }
             assert!(c.len() <= max, "max={max} len={}", c.len());
@@ -870,7 +1163,8 @@ mod tests {
         assert_eq!(c.shards(), MAX_SHARDS);
         let mut t = Vec::new();
         for i in 0..160_000u64 {
-            t.extend(c.set(k(&format!("k{i}")), i, Ttl::Default));
+            let o = c.set(k(&format!("k{i}")), i, Ttl::Default, &mut t);
+            t.extend(o);
         }
         for n in c.shard_lens() {
             assert!((9_000..11_000).contains(&n), "uneven shard: {n}");
@@ -955,7 +1249,8 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut tr = Vec::new();
                     for i in 0..20_000u64 {
-                        tr.extend(c.set(k(&format!("{t}-{i}")), i, Ttl::Default));
+                        let o = c.set(k(&format!("{t}-{i}")), i, Ttl::Default, &mut tr);
+                        tr.extend(o);
                         let _ = c.get(&q(&format!("{t}-{}", i / 2)), |v| *v, &mut tr, true);
                         tr.clear();
                     }

@@ -1,11 +1,15 @@
 //! Python bindings of the cache: `ap.Cache` (str/bytes keys), the Rust half of
 //! `ap.CachedAgent` (digest + lookup in one call, single-flight) and `ap.CacheStats`.
 //!
+//! Single-flight is [`super::flight`]'s; this file supplies the Python parts (the caller's
+//! thread and task, asyncio wake-ups, the shared exception) and settles its effects.
+//!
 //! Locks: `flights` (per cached agent) may be held while a store shard lock is taken, never
 //! the reverse. No Python code runs under either; values leaving the store are dropped after
 //! both are released.
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
+use super::flight::{self, Caller, FlightTicket, Lease, Reentrant, SingleFlight};
 use crate::aio::AsyncWaiter;
 use crate::args;
 use crate::blocking::{self, Waited};
@@ -13,16 +17,14 @@ use crate::clock::{Clock, ManualClock, MonotonicClock, Nanos};
 use crate::errors::Error;
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
-use crate::waitq::{Ticket, WaitQueue};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -133,13 +135,17 @@ fn closed_error(what: &str) -> PyErr {
 /// Counters and size of a cache at one instant.
 ///
 /// ``hit_rate`` is ``hits / (hits + misses)`` in percent (0 when nothing was looked up).
+/// Every call of a cached agent counts once, as a hit or a miss. A caller served by another
+/// caller's in-flight call counts as a hit when that call succeeded and as a miss when it
+/// raised; either way it also counts in ``coalesced``.
 #[pyclass(frozen, get_all, module = "agentperf")]
 #[derive(Debug, Clone)]
 pub struct CacheStats {
-    /// Lookups served without running the agent (from the cache, or by another caller's
-    /// in-flight call).
+    /// Lookups served without running the agent: from the cache, or by another caller's
+    /// in-flight call that succeeded.
     hits: u64,
-    /// Lookups that found nothing (for a cached agent: calls that ran the agent).
+    /// Lookups that found nothing (for a cached agent: calls that ran the agent, callers of
+    /// a shared call that raised, and callers that gave up waiting).
     misses: u64,
     /// ``hits / (hits + misses)`` in percent, 0..100.
     hit_rate: f64,
@@ -151,6 +157,9 @@ pub struct CacheStats {
     evictions: u64,
     /// Expired entries removed.
     expirations: u64,
+    /// Callers that received the outcome (value or exception) of another caller's in-flight
+    /// call instead of running the agent (always 0 for a plain ``Cache``).
+    coalesced: u64,
 }
 
 #[pymethods]
@@ -158,19 +167,20 @@ impl CacheStats {
     fn __repr__(&self) -> String {
         format!(
             "CacheStats(hits={}, misses={}, hit_rate={:.2}, size={}, max_size={}, \
-             evictions={}, expirations={})",
+             evictions={}, expirations={}, coalesced={})",
             self.hits,
             self.misses,
             self.hit_rate,
             self.size,
             self.max_size,
             self.evictions,
-            self.expirations
+            self.expirations,
+            self.coalesced
         )
     }
 }
 
-fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
+fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
     let st = s.stats();
     let looked = st.hits + st.misses;
     CacheStats {
@@ -185,6 +195,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
         max_size: s.max_size(),
         evictions: st.evictions,
         expirations: st.expirations,
+        coalesced,
     }
 }
 
@@ -201,7 +212,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>) -> CacheStats {
 /// >>> c = Cache(max_size=2)
 /// >>> c.set("a", 1); c.get("a")
 /// 1
-#[pyclass(frozen, module = "agentperf")]
+#[pyclass(frozen, weakref, module = "agentperf")]
 pub struct Cache {
     store: Arc<Swept<ByteKey>>,
     manual: Option<Arc<ManualClock>>,
@@ -324,10 +335,14 @@ impl Cache {
             Some(None) => Ttl::Never,
             Some(Some(d)) => Ttl::For(d),
         };
+        let mut trash = Vec::new();
         let old = with_key(key, |q| {
-            self.store.0.set(ByteKey::new(q.tag, q.bytes), value, ttl)
+            self.store
+                .0
+                .set(ByteKey::new(q.tag, q.bytes), value, ttl, &mut trash)
         })?;
         drop(old);
+        drop(trash);
         Ok(())
     }
 
@@ -358,7 +373,7 @@ impl Cache {
 
     /// Hits, misses, hit rate, size, max_size, evictions and expirations.
     fn stats(&self) -> CacheStats {
-        stats_of(&self.store.0)
+        stats_of(&self.store.0, 0)
     }
 
     /// The bound on live entries.
@@ -416,14 +431,43 @@ impl Cache {
 
 // ---------------------------------------------------------------- single-flight
 
-/// What an in-flight call ended with, shared by every waiter.
-#[derive(Clone)]
-enum Outcome {
-    Value(Arc<Py<PyAny>>),
-    Error(Arc<Py<PyAny>>),
-    /// The leader was cancelled (or raised a BaseException): run the agent again.
-    Retry,
+/// The exception a shared call raised, with its traceback as the leader's agent left it.
+struct Failure {
+    exc: Py<PyAny>,
+    tb: Option<Py<PyAny>>,
 }
+
+impl Failure {
+    fn new(exc: Bound<'_, PyAny>) -> Self {
+        let tb = exc
+            .getattr(pyo3::intern!(exc.py(), "__traceback__"))
+            .ok()
+            .filter(|t| !t.is_none())
+            .map(Bound::unbind);
+        Failure {
+            exc: exc.unbind(),
+            tb,
+        }
+    }
+
+    /// The shared exception, its traceback reset to the leader's: each raise appends the
+    /// raising frames, and without the reset the traceback would keep a frame of every
+    /// caller it was ever raised to.
+    fn raise(&self, py: Python<'_>) -> PyErr {
+        let exc = self.exc.bind(py);
+        let tb = match &self.tb {
+            Some(t) => t.bind(py).clone(),
+            None => py.None().into_bound(py),
+        };
+        if let Err(e) = exc.setattr(pyo3::intern!(py, "__traceback__"), tb) {
+            drop(e);
+        }
+        PyErr::from_value(exc.clone())
+    }
+}
+
+/// What a flight ended with, as its followers receive it.
+type Outcome = flight::Outcome<Arc<Py<PyAny>>, Arc<Failure>>;
 
 /// A digest is uniform: its first 8 bytes are a fine hash.
 #[derive(Default)]
@@ -443,23 +487,56 @@ impl Hasher for DigestHasher {
     fn write_usize(&mut self, _: usize) {}
 }
 
-struct InFlight {
-    id: u64,
-    leader_thread: ThreadId,
-    /// The asyncio task of an async leader.
-    leader_task: Option<Py<PyAny>>,
-    waiters: WaitQueue<Outcome, Option<AsyncWaiter>>,
-    /// Invalidated while running: deliver the result to the waiters but do not cache it.
-    stale: bool,
+/// Who calls: the thread, and the asyncio task of an async caller.
+struct PyCaller {
+    thread: ThreadId,
+    task: Option<Py<PyAny>>,
 }
 
-type Flights = HashMap<[u8; 32], InFlight, BuildHasherDefault<DigestHasher>>;
+impl Caller for PyCaller {
+    fn waits_for_itself(&self, leader: &Self) -> bool {
+        match (&self.task, &leader.task) {
+            (Some(t), Some(lt)) => t.as_ptr() == lt.as_ptr(),
+            // A blocking caller on the leader's thread (the loop thread of an async leader,
+            // or a sync leader's own thread) would block the leader forever; so would a task
+            // on a blocked sync leader's thread (a nested event loop).
+            _ => self.thread == leader.thread,
+        }
+    }
+}
+
+/// How a parked follower is woken: `None` for a blocked thread (its ticket's condvar does
+/// it), else the asyncio future of a task and the thread of its loop.
+type Notify = Option<(AsyncWaiter, ThreadId)>;
+
+type Flights = SingleFlight<
+    [u8; 32],
+    Arc<Py<PyAny>>,
+    Arc<Failure>,
+    Notify,
+    PyCaller,
+    BuildHasherDefault<DigestHasher>,
+>;
+type Fx = flight::Effects<Notify, PyCaller>;
+type Joined = flight::Joined<Py<PyAny>, Arc<Py<PyAny>>, Arc<Failure>>;
+type PyTicket = FlightTicket<Arc<Py<PyAny>>, Arc<Failure>>;
+
+/// Wake the followers granted an outcome, then drop what the core let go of (attached, no
+/// lock held).
+#[inline]
+fn settle(py: Python<'_>, mut fx: Fx) {
+    if !fx.wake.is_empty() {
+        for (w, _) in std::mem::take(&mut fx.wake).into_iter().flatten() {
+            w.wake(py);
+        }
+    }
+    drop(fx);
+}
 
 /// The state shared by a cached agent and its in-flight handles.
 struct Shared {
     store: PyStore<[u8; 32]>,
-    flights: Mutex<Flights>,
-    next_id: AtomicU64,
+    flights: Flights,
     closed: AtomicBool,
 }
 
@@ -467,12 +544,6 @@ impl Reap for Shared {
     fn reap(&self) {
         self.store.sweep(drop_attached);
     }
-}
-
-enum Joined {
-    Hit(Py<PyAny>),
-    Lead(u64),
-    Wait(Arc<Ticket<Outcome>>),
 }
 
 static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -493,120 +564,116 @@ fn reentrant_error() -> PyErr {
 }
 
 impl Shared {
-    /// Join the in-flight call for `key`, or lead one. `task` is the caller's asyncio task
-    /// (None for a blocking caller); `waiter` the future an async caller will await.
+    /// Join the flight for `key`, find the key cached, or lead. `task` is the caller's
+    /// asyncio task (None for a blocking caller); `waiter` the future an async caller will
+    /// await.
     fn join(
         &self,
         py: Python<'_>,
         key: &[u8; 32],
-        task: Option<&Py<PyAny>>,
+        task: Option<Py<PyAny>>,
         waiter: Option<AsyncWaiter>,
     ) -> PyResult<Joined> {
         let me = std::thread::current().id();
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        if let Some(f) = map.get_mut(key) {
-            let same = match (task, &f.leader_task) {
-                (Some(t), Some(lt)) => t.is(lt),
-                // A blocking caller on the leader's thread (the loop thread of an async
-                // leader, or a sync leader's own thread) would block the leader forever.
-                (None, _) => f.leader_thread == me,
-                // A task on a blocked sync leader's thread (nested event loop).
-                (Some(_), None) => f.leader_thread == me,
-            };
-            if same {
-                drop(map);
-                drop(waiter);
-                return Err(reentrant_error());
-            }
-            let t = f.waiters.push(waiter);
-            return Ok(Joined::Wait(t));
-        }
-        if let Some(v) = self.store.get(key, |v| v.clone_ref(py), &mut trash, false) {
-            drop(map);
-            drop(trash);
-            drop(waiter);
-            return Ok(Joined::Hit(v));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        map.insert(
-            *key,
-            InFlight {
-                id,
-                leader_thread: me,
-                leader_task: task.map(|t| t.clone_ref(py)),
-                waiters: WaitQueue::new(),
-                stale: false,
-            },
+        let mut fx = Fx::new();
+        let r = self.flights.join(
+            key,
+            PyCaller { thread: me, task },
+            waiter.map(|w| (w, me)),
+            || self.store.get(key, |v| v.clone_ref(py), &mut trash, false),
+            &mut fx,
         );
-        drop(map);
         drop(trash);
-        drop(waiter);
-        self.store.note_miss();
-        Ok(Joined::Lead(id))
+        settle(py, fx);
+        match r {
+            Err(Reentrant) => Err(reentrant_error()),
+            Ok(j) => {
+                if matches!(j, Joined::Lead(_)) {
+                    self.store.note_miss();
+                }
+                Ok(j)
+            }
+        }
     }
 
-    /// End the flight `id` of `key` with `outcome`: cache a value (unless invalidated
-    /// meanwhile or closed), hand the outcome to every waiter and wake the async ones.
-    fn finish(&self, py: Python<'_>, key: &[u8; 32], id: u64, outcome: Outcome) {
+    /// End the flight `lease` of `key` with `outcome`: cache a value (unless invalidated
+    /// meanwhile or closed), hand the outcome to every follower and wake the async ones.
+    fn finish(&self, py: Python<'_>, key: &[u8; 32], lease: Lease, outcome: Outcome) {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        let flight = match map.get(key) {
-            Some(f) if f.id == id => map.remove(key),
-            _ => None,
-        };
-        let Some(mut flight) = flight else {
-            return;
-        };
-        if let Outcome::Value(v) = &outcome {
-            if !flight.stale && !self.closed.load(Ordering::Relaxed) {
-                trash.extend(self.store.set(*key, v.clone_ref(py), Ttl::Default));
-            }
-        }
-        let woken = flight.waiters.grant_all(&outcome);
-        drop(map);
-        for w in woken.into_iter().flatten() {
-            w.wake(py);
-        }
+        let mut fx = Fx::new();
+        self.flights.finish(
+            key,
+            lease,
+            &outcome,
+            |v| {
+                if !self.closed.load(Ordering::Relaxed) {
+                    let old = self
+                        .store
+                        .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
+                    trash.extend(old);
+                }
+            },
+            &mut fx,
+        );
+        settle(py, fx);
         drop(trash);
-        drop(flight);
         drop(outcome);
     }
 
     fn invalidate(&self, key: &[u8; 32]) -> bool {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        if let Some(f) = map.get_mut(key) {
-            f.stale = true;
-        }
-        let removed = self.store.remove(key, &mut trash);
-        drop(map);
+        let removed = self
+            .flights
+            .invalidate(key, || self.store.remove(key, &mut trash));
         drop(trash);
         removed
     }
 
     fn invalidate_all(&self) {
         let mut trash = Vec::new();
-        let mut map = self.flights.lock();
-        for f in map.values_mut() {
-            f.stale = true;
-        }
-        self.store.clear(&mut trash);
-        drop(map);
+        self.flights.invalidate_all(|| self.store.clear(&mut trash));
         drop(trash);
+    }
+
+    /// In a forked child: the flights led by other threads of the parent will never end.
+    /// They are dropped (their blocked followers, threads of the parent, untouched);
+    /// followers that are tasks of this thread's loop start over (one of them leads).
+    /// Flights led by this thread (the agent itself forked) go on in the child.
+    fn after_fork_child(&self, py: Python<'_>) {
+        let me = std::thread::current().id();
+        let mut fx = Fx::new();
+        self.flights.after_fork_child(
+            |c| c.thread == me,
+            |n| matches!(n, Some((_, th)) if *th == me),
+            &mut fx,
+        );
+        settle(py, fx);
+    }
+
+    /// Count a caller served by another's flight: a hit if it succeeded, else a miss.
+    fn note_served(&self, ok: bool) {
+        if ok {
+            self.store.note_hit();
+        } else {
+            self.store.note_miss();
+        }
+        if self.store.counting() {
+            self.flights.note_coalesced();
+        }
     }
 }
 
-/// Hand a waiter its outcome: the value, or the shared exception raised again.
-fn served(py: Python<'_>, store: &PyStore<[u8; 32]>, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
+/// Hand a follower its outcome: the value, or the shared exception raised again.
+fn served(py: Python<'_>, shared: &Shared, o: &Outcome) -> Option<PyResult<Py<PyAny>>> {
     match o {
         Outcome::Value(v) => {
-            store.note_hit();
+            shared.note_served(true);
             Some(Ok(v.clone_ref(py)))
         }
         Outcome::Error(e) => {
-            store.note_hit();
-            Some(Err(PyErr::from_value(e.bind(py).clone())))
+            shared.note_served(false);
+            Some(Err(e.raise(py)))
         }
         Outcome::Retry => None,
     }
@@ -625,7 +692,7 @@ fn checked_key(k: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The Rust half of ``CachedAgent``: key digest, lookup and single-flight. Use
 /// ``agentperf.CachedAgent``.
-#[pyclass(frozen, subclass, module = "agentperf")]
+#[pyclass(frozen, subclass, weakref, module = "agentperf")]
 pub struct CachedAgentCore {
     shared: Arc<Shared>,
     /// The agent's sync call (`execute`); the async path calls the agent from Python.
@@ -712,8 +779,7 @@ impl CachedAgentCore {
         };
         let shared = Arc::new(Shared {
             store: make_store(max_size, ttl, enable_stats, clock)?,
-            flights: Mutex::new(Flights::default()),
-            next_id: AtomicU64::new(1),
+            flights: Flights::new(),
             closed: AtomicBool::new(false),
         });
         let reg = interval.map(|i| reaper::register(&shared, args::cleanup_interval(i)));
@@ -733,7 +799,8 @@ impl CachedAgentCore {
 
     /// Run the agent on ``input``, or return the cached output for it. Concurrent misses
     /// for one key run the agent once; the others wait (detached) and receive its output or
-    /// its exception.
+    /// its exception. On a thread whose event loop runs, waiting would block the loop:
+    /// ``RuntimeError`` instead.
     #[pyo3(signature = (input, /))]
     fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
@@ -744,22 +811,43 @@ impl CachedAgentCore {
         loop {
             match self.shared.join(py, &key, None, None)? {
                 Joined::Hit(v) => return Ok(v),
-                Joined::Lead(id) => {
+                Joined::Lead(lease) => {
                     let r = ucall::call1(self.call.bind(py), input);
                     let outcome = match &r {
                         Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
                         Err(e) if e.is_instance_of::<PyException>(py) => {
-                            Outcome::Error(Arc::new(e.value(py).clone().into_any().unbind()))
+                            Outcome::Error(Arc::new(Failure::new(e.value(py).clone().into_any())))
                         }
                         // Cancellation, exit: the next caller leads.
                         Err(_) => Outcome::Retry,
                     };
-                    self.shared.finish(py, &key, id, outcome);
+                    self.shared.finish(py, &key, lease, outcome);
                     return r.map(Bound::unbind);
+                }
+                Joined::Wait(ticket) if crate::aio::in_running_loop(py)? => {
+                    // Blocking here would block the loop, maybe under the very task that
+                    // leads: refuse, unless the outcome is already there.
+                    match ticket.withdraw() {
+                        Some(o) => {
+                            if let Some(r) = served(py, &self.shared, &o) {
+                                return r;
+                            }
+                        }
+                        None => {
+                            self.shared.store.note_miss();
+                            return Err(Error::Runtime(
+                                "another caller's call for this input is in flight and \
+                                 waiting for it would block the running event loop: use \
+                                 `await cached.aexecute(...)`"
+                                    .into(),
+                            )
+                            .into());
+                        }
+                    }
                 }
                 Joined::Wait(ticket) => match blocking::wait(py, &ticket, None) {
                     Waited::Granted(o) => {
-                        if let Some(r) = served(py, &self.shared.store, &o) {
+                        if let Some(r) = served(py, &self.shared, &o) {
                             return r;
                         }
                         // The leader gave up: join again (one of the waiters leads).
@@ -793,9 +881,9 @@ impl CachedAgentCore {
         let task = current_task(py)?;
         let waiter = AsyncWaiter::new(py)?;
         let fut = waiter.future(py).unbind();
-        let flight = match self.shared.join(py, &key, task.as_ref(), Some(waiter))? {
+        let flight = match self.shared.join(py, &key, task, Some(waiter))? {
             Joined::Hit(v) => return Ok(v),
-            Joined::Lead(id) => Flight::for_leader(&self.shared, key, id),
+            Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease),
             Joined::Wait(t) => Flight {
                 shared: self.shared.clone(),
                 key,
@@ -846,9 +934,10 @@ impl CachedAgentCore {
         self.shared.invalidate_all();
     }
 
-    /// Hits, misses, hit rate (percent), size, max_size, evictions and expirations.
+    /// Hits, misses, hit rate (percent), size, max_size, evictions, expirations and
+    /// coalesced callers.
     fn stats(&self) -> CacheStats {
-        stats_of(&self.shared.store)
+        stats_of(&self.shared.store, self.shared.flights.coalesced())
     }
 
     /// Entries held.
@@ -879,7 +968,13 @@ impl CachedAgentCore {
 
     /// Test hook: calls in flight now.
     fn _in_flight(&self) -> usize {
-        self.shared.flights.lock().len()
+        self.shared.flights.in_flight()
+    }
+
+    /// Fork hook (``agentperf.cache`` registers it): in a forked child, forget the calls in
+    /// flight in the parent's other threads, so the child never waits for them.
+    fn _after_fork_child(&self, py: Python<'_>) {
+        self.shared.after_fork_child(py);
     }
 }
 
@@ -890,19 +985,19 @@ impl CachedAgentCore {
 pub struct Flight {
     shared: Arc<Shared>,
     key: [u8; 32],
-    lead: Option<u64>,
+    lead: Option<Lease>,
     done: AtomicBool,
-    ticket: Option<Arc<Ticket<Outcome>>>,
+    ticket: Option<PyTicket>,
     future: Option<Py<PyAny>>,
 }
 
 impl Flight {
     /// The flight of the caller that runs the agent for `key`.
-    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], id: u64) -> Self {
+    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], lease: Lease) -> Self {
         Flight {
             shared: shared.clone(),
             key,
-            lead: Some(id),
+            lead: Some(lease),
             done: AtomicBool::new(false),
             ticket: None,
             future: None,
@@ -910,9 +1005,9 @@ impl Flight {
     }
 
     fn end(&self, py: Python<'_>, outcome: Outcome) {
-        if let Some(id) = self.lead {
+        if let Some(lease) = self.lead {
             if !self.done.swap(true, Ordering::AcqRel) {
-                self.shared.finish(py, &self.key, id, outcome);
+                self.shared.finish(py, &self.key, lease, outcome);
             }
         }
     }
@@ -938,8 +1033,8 @@ impl Flight {
     }
 
     /// Leader: the agent raised ``exc`` (an ``Exception``); it is shared, not cached.
-    fn fail(&self, py: Python<'_>, exc: Py<PyAny>) {
-        self.end(py, Outcome::Error(Arc::new(exc)));
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        self.end(py, Outcome::Error(Arc::new(Failure::new(exc))));
     }
 
     /// Leader: cancelled (or a ``BaseException``); a waiter or the next caller runs the agent.
@@ -952,7 +1047,7 @@ impl Flight {
     fn outcome(&self, py: Python<'_>) -> PyResult<(bool, Py<PyAny>)> {
         let got = self.ticket.as_ref().and_then(|t| t.try_take());
         if let Some(o) = got {
-            if let Some(r) = served(py, &self.shared.store, &o) {
+            if let Some(r) = served(py, &self.shared, &o) {
                 self.done.store(true, Ordering::Release);
                 return r.map(|v| (true, v));
             }
