@@ -136,6 +136,7 @@ def test_policy_defaults_are_the_contract() -> None:
         ({"backoff": "1"}, TypeError, "backoff"),
         ({"max_backoff": 0}, ValueError, "max_backoff"),
         ({"max_backoff": None}, TypeError, "max_backoff"),
+        ({"backoff": 5.0, "max_backoff": 1.0}, ValueError, "max_backoff"),
         ({"max_elapsed": 0.0}, ValueError, "max_elapsed"),
         ({"max_elapsed": -5}, ValueError, "max_elapsed"),
         ({"jitter": 1}, TypeError, "jitter"),

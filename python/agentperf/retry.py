@@ -121,6 +121,10 @@ class RetryPolicy:
         set_(self, "attempts", v.integer("attempts", self.attempts, minimum=1))
         set_(self, "backoff", _non_negative("backoff", self.backoff))
         set_(self, "max_backoff", v.seconds("max_backoff", self.max_backoff, allow_none=False))
+        if self.max_backoff < self.backoff:
+            raise ValueError(
+                f"max_backoff={v.show(self.max_backoff)}: must be >= backoff ({self.backoff})"
+            )
         set_(self, "jitter", v.boolean("jitter", self.jitter))
         set_(self, "retry_on", _retry_on(self.retry_on))
         elapsed = v.seconds("max_elapsed", self.max_elapsed)
