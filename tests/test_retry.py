@@ -627,6 +627,7 @@ async def test_a_batch_over_a_retrying_agent_completes_every_item() -> None:
 def test_delay_bounds_property(
     backoff: float, max_backoff: float, n: int, jitter: bool, hint: float | None, seed: int
 ) -> None:
+    max_backoff = max(max_backoff, backoff)  # max_backoff < backoff is refused
     p = ap.RetryPolicy(backoff=backoff, max_backoff=max_backoff, jitter=jitter)
     exc = None if hint is None else Status(429, {"retry-after": repr(hint)})
     cap = float(min(Fraction(max_backoff), Fraction(backoff) * 2 ** (n - 1)))  # exact
