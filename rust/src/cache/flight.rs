@@ -83,27 +83,27 @@ pub trait Caller {
     fn waits_for_itself(&self, leader: &Self) -> bool;
 }
 
-/// Work for the caller once no lock is held: call the notifiers in `wake`, then drop the
-/// effects (callers and notifiers the core let go of). The common paths let go of one
-/// caller and one notifier, kept inline so that a miss allocates nothing here.
+/// Work for the caller once no lock is held: call the notifiers [`Self::take_wake`] gives,
+/// then drop the effects (callers and notifiers the core let go of). The common paths let
+/// go of one caller and one notifier, kept inline, and the lists stay unallocated, so that
+/// a miss neither allocates nor runs list drops here.
 #[derive(Debug)]
 pub struct Effects<N, C> {
-    /// Notifiers of followers that were granted an outcome.
-    pub wake: Vec<N>,
+    wake: Option<Vec<N>>,
     dropped_one: Option<N>,
-    dropped: Vec<N>,
+    dropped: Option<Vec<N>>,
     caller_one: Option<C>,
-    callers: Vec<C>,
+    callers: Option<Vec<C>>,
 }
 
 impl<N, C> Default for Effects<N, C> {
     fn default() -> Self {
         Self {
-            wake: Vec::new(),
+            wake: None,
             dropped_one: None,
-            dropped: Vec::new(),
+            dropped: None,
             caller_one: None,
-            callers: Vec::new(),
+            callers: None,
         }
     }
 }
@@ -114,28 +114,42 @@ impl<N, C> Effects<N, C> {
         Self::default()
     }
 
+    fn wake_one(&mut self, n: N) {
+        self.wake.get_or_insert_with(Vec::new).push(n);
+    }
+
     fn let_go(&mut self, n: N) {
         match self.dropped_one {
             None => self.dropped_one = Some(n),
-            Some(_) => self.dropped.push(n),
+            Some(_) => self.dropped.get_or_insert_with(Vec::new).push(n),
         }
     }
 
     fn let_go_caller(&mut self, c: C) {
         match self.caller_one {
             None => self.caller_one = Some(c),
-            Some(_) => self.callers.push(c),
+            Some(_) => self.callers.get_or_insert_with(Vec::new).push(c),
         }
+    }
+
+    /// Notifiers of followers that were granted an outcome: call each once no lock is held.
+    pub fn take_wake(&mut self) -> Vec<N> {
+        self.wake.take().unwrap_or_default()
+    }
+
+    /// Whether a notifier is to be called.
+    pub fn must_wake(&self) -> bool {
+        self.wake.as_ref().is_some_and(|w| !w.is_empty())
     }
 
     /// Notifiers let go of, not to be called.
     pub fn dropped(&self) -> impl Iterator<Item = &N> {
-        self.dropped_one.iter().chain(&self.dropped)
+        self.dropped_one.iter().chain(self.dropped.iter().flatten())
     }
 
     /// Callers let go of (leaders of ended flights, followers, hits).
     pub fn callers(&self) -> impl Iterator<Item = &C> {
-        self.caller_one.iter().chain(&self.callers)
+        self.caller_one.iter().chain(self.callers.iter().flatten())
     }
 }
 
@@ -277,7 +291,9 @@ where
         }
         let woken = f.followers.grant_all(outcome);
         drop(map);
-        fx.wake.extend(woken);
+        if !woken.is_empty() {
+            fx.wake.get_or_insert_with(Vec::new).extend(woken);
+        }
         fx.let_go_caller(f.leader);
         true
     }
@@ -304,7 +320,7 @@ where
 
     /// In a forked child (see the module docs): flights whose leader `keep_flight` rejects
     /// are dropped; followers `keep_follower` accepts are granted [`Outcome::Retry`] (their
-    /// notifiers in `fx.wake`), the others dropped with their tickets untouched.
+    /// notifiers to wake in `fx`), the others dropped with their tickets untouched.
     pub fn after_fork_child(
         &self,
         keep_flight: impl Fn(&C) -> bool,
@@ -317,7 +333,7 @@ where
         for (k, f) in map.iter_mut() {
             for (t, n) in f.followers.drain() {
                 if keep_follower(&n) && t.grant(Outcome::Retry).is_ok() {
-                    fx.wake.push(n);
+                    fx.wake_one(n);
                 } else {
                     fx.let_go(n);
                 }
@@ -417,7 +433,7 @@ mod tests {
             &mut e
         ));
         assert_eq!(stored, Some(5));
-        assert_eq!(e.wake, vec!["n2", "n3"]);
+        assert_eq!(e.take_wake(), vec!["n2", "n3"]);
         assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
         assert_eq!(t2.try_take(), Some(Outcome::Value(5)));
         assert_eq!(t3.try_take(), Some(Outcome::Value(5)));
@@ -492,7 +508,7 @@ mod tests {
         assert_eq!(t2.withdraw(), None);
         let mut e = fx();
         assert!(f.finish(&"k", l, &Outcome::Retry, |_| panic!(), &mut e));
-        assert_eq!(e.wake, vec!["b"]);
+        assert_eq!(e.take_wake(), vec!["b"]);
         assert_eq!(t1.try_take(), Some(Outcome::Retry));
         // The follower joins again and leads.
         assert!(matches!(
@@ -541,7 +557,7 @@ mod tests {
         let mut e = fx();
         f.after_fork_child(|c| c.0 == 2, |n| *n == "t2", &mut e);
         assert_eq!(f.generation(), g + 1);
-        assert_eq!(e.wake, vec!["t2"]);
+        assert_eq!(e.take_wake(), vec!["t2"]);
         assert_eq!(e.dropped().collect::<Vec<_>>(), vec![&"t3"]);
         assert_eq!(e.callers().collect::<Vec<_>>(), vec![&Who(1, None)]);
         assert_eq!(task.try_take(), Some(Outcome::Retry));

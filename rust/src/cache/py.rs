@@ -525,8 +525,8 @@ type PyTicket = FlightTicket<Arc<Py<PyAny>>, Arc<Failure>>;
 /// lock held).
 #[inline]
 fn settle(py: Python<'_>, mut fx: Fx) {
-    if !fx.wake.is_empty() {
-        for (w, _) in std::mem::take(&mut fx.wake).into_iter().flatten() {
+    if fx.must_wake() {
+        for (w, _) in fx.take_wake().into_iter().flatten() {
             w.wake(py);
         }
     }
