@@ -4,12 +4,38 @@
 //! dropping it unregisters the task. The thread starts with the first registration and exits
 //! when the last one is gone, at interpreter exit ([`shutdown`]), and is restarted in a forked
 //! child ([`after_fork_child`]). Tasks run with no registry lock held.
+//!
+//! Its locks are `std::sync`'s (a futex each), not `parking_lot`'s: the fork hook holds them
+//! across `fork()`, and a `parking_lot` lock that other threads wait for is released through
+//! `parking_lot`'s process-wide table of parked threads, whose bucket lock a parent thread
+//! may hold at the instant of the fork: the child then hung in `after_fork_child` (5 forks in
+//! 600 with six threads using a pool and a cache). A futex has no such table.
 
-use parking_lot::lock_api::GuardNoSend;
-use parking_lot::{Condvar, Mutex};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::time::{Duration, Instant};
+
+/// A lock whose holder panicked is still the registry (every change to it is complete).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `cv.wait` until `deadline` (or a notification); returns the guard and whether it timed out.
+fn wait_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Instant,
+) -> (MutexGuard<'a, T>, bool) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match cv.wait_timeout(guard, left) {
+        Ok((g, r)) => (g, r.timed_out()),
+        Err(e) => {
+            let (g, r) = e.into_inner();
+            (g, r.timed_out())
+        }
+    }
+}
 
 /// Periodic maintenance (expiry sweeps, idle-agent recycling).
 pub trait Reap: Send + Sync + 'static {
@@ -93,17 +119,23 @@ fn with_registry<R: Send + Default>(f: impl FnOnce(&mut State) -> R + Send) -> R
     // Everyone but a fork holds the lock for microseconds: wait about that long in place, so the
     // hook (and its release of the GIL, which a daemon thread at exit must avoid) only runs
     // while a fork is in progress.
-    if let Some(mut st) = r.state.try_lock_for(BRIEF) {
-        return f(&mut st);
+    let start = Instant::now();
+    loop {
+        match r.state.try_lock() {
+            Ok(mut st) => return f(&mut st),
+            Err(TryLockError::Poisoned(p)) => return f(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) if start.elapsed() < BRIEF => std::hint::spin_loop(),
+            Err(TryLockError::WouldBlock) => break,
+        }
     }
     let Some(hook) = BLOCKING.get() else {
-        return f(&mut r.state.lock());
+        return f(&mut lock(&r.state));
     };
     let mut f = Some(f);
     let mut out = None;
     let mut run = || {
         if let Some(f) = f.take() {
-            out = Some(f(&mut r.state.lock()));
+            out = Some(f(&mut lock(&r.state)));
         }
     };
     hook(&mut run);
@@ -164,7 +196,7 @@ fn ensure_thread(st: &mut State) {
 fn run() {
     ON_CLEANUP_THREAD.with(|c| c.set(true));
     let r = reaper();
-    let mut st = r.state.lock();
+    let mut st = lock(&r.state);
     loop {
         st.entries.retain(|e| e.task.strong_count() > 0);
         if st.shutdown || st.entries.is_empty() {
@@ -183,30 +215,32 @@ fn run() {
             wake = wake.min(e.next);
         }
         if due.is_empty() {
-            r.cv.wait_until(&mut st, wake);
+            st = wait_until(&r.cv, st, wake).0;
             continue;
         }
         drop(st);
         for task in due {
             if let Some(task) = task.upgrade() {
-                let _busy = r.reaping.lock();
+                let _busy = lock(&r.reaping);
                 // A panicking task must not take the thread (and every other task) down.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.reap()));
             }
         }
-        st = r.state.lock();
+        st = lock(&r.state);
     }
 }
 
 /// Stop the thread for good (interpreter exit). Waits up to `wait` for it to finish.
 pub fn shutdown(wait: Duration) {
     let r = reaper();
-    let mut st = r.state.lock();
+    let mut st = lock(&r.state);
     st.shutdown = true;
     r.cv.notify_all();
     let deadline = Instant::now() + wait;
     while st.running {
-        if r.cv.wait_until(&mut st, deadline).timed_out() {
+        let (g, timed_out) = wait_until(&r.cv, st, deadline);
+        st = g;
+        if timed_out {
             break;
         }
     }
@@ -221,25 +255,33 @@ static FORK_FROM_TASK: AtomicBool = AtomicBool::new(false);
 /// thread itself (a task's user code forks) there is no task to wait for but the caller's.
 pub fn before_fork() {
     let r = reaper();
-    if on_cleanup_thread() {
+    let reaping = if on_cleanup_thread() {
         FORK_FROM_TASK.store(true, Ordering::Relaxed);
+        None
     } else {
-        std::mem::forget(r.reaping.lock());
-    }
-    std::mem::forget(r.state.lock());
+        Some(lock(&r.reaping))
+    };
+    let state = lock(&r.state);
+    FORK_GUARDS.with(|g| *g.borrow_mut() = Some((state, reaping)));
+}
+
+type ForkGuards = (MutexGuard<'static, State>, Option<MutexGuard<'static, ()>>);
+
+thread_local! {
+    /// What [`before_fork`] holds across `fork()` (the same thread runs the after-hooks).
+    static FORK_GUARDS: RefCell<Option<ForkGuards>> = const { RefCell::new(None) };
+}
+
+/// Release what [`before_fork`] took (a plain unlock: a futex wake that finds no waiter in
+/// the child).
+fn release_fork_guards() {
+    drop(FORK_GUARDS.with(|g| g.borrow_mut().take()));
 }
 
 /// After `fork()`, in the parent: release what [`before_fork`] took.
 pub fn after_fork_parent() {
-    let r = reaper();
-    let from_task = FORK_FROM_TASK.swap(false, Ordering::Relaxed);
-    // SAFETY: `before_fork` took these locks on this thread and forgot the guards.
-    unsafe {
-        r.state.force_unlock(GuardNoSend::new());
-        if !from_task {
-            r.reaping.force_unlock(GuardNoSend::new());
-        }
-    }
+    FORK_FROM_TASK.store(false, Ordering::Relaxed);
+    release_fork_guards();
 }
 
 /// After `fork()`, in the child: the thread did not survive the fork; start a new one. Forked
@@ -247,15 +289,9 @@ pub fn after_fork_parent() {
 pub fn after_fork_child() {
     let r = reaper();
     let from_task = FORK_FROM_TASK.swap(false, Ordering::Relaxed);
-    // SAFETY: as in `after_fork_parent`; the child has only this thread.
-    unsafe {
-        r.state.force_unlock(GuardNoSend::new());
-        if !from_task {
-            r.reaping.force_unlock(GuardNoSend::new());
-        }
-    }
+    release_fork_guards();
     if !from_task {
-        let mut st = r.state.lock();
+        let mut st = lock(&r.state);
         st.running = false;
         ensure_thread(&mut st);
     }
@@ -294,7 +330,7 @@ mod tests {
     #[test]
     fn a_contended_registry_lock_is_waited_for_through_the_hook() {
         set_blocking_hook(counting_hook);
-        let held = reaper().state.lock();
+        let held = lock(&reaper().state);
         let before = HOOKED.load(Ordering::SeqCst);
         let t = std::thread::spawn(registered);
         assert!(wait_for(|| HOOKED.load(Ordering::SeqCst) > before));
