@@ -223,7 +223,8 @@ async def scenario(name: str, n: int, only: set[str] | None) -> list[Row]:
             wall = time.perf_counter() - t0
             c = srv.counts
             rows.append(Row(name, label, done, n, wall, c["requests"], c["429"], ideal))
-            print(" | ".join(rows[-1].cells()), file=sys.stderr)
+            split = f"429s: {c['429_requests']} requests, {c['429_tokens']} tokens"
+            print(" | ".join(rows[-1].cells()), "|", split, file=sys.stderr)
     finally:
         for client in CLIENTS:
             await client.close()
