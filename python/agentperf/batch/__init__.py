@@ -28,8 +28,9 @@ item error: it stops the batch and is raised from ``aexecute``/``execute``/the s
 The package, one concept a module: ``results`` (the types a batch returns), ``inputs`` (the
 lazy input, with ``taken`` and ``total``), ``tally`` (counts and timings), ``stop`` (why a run
 ended early), ``run`` (one batch: workers, timer, the one failure path, ``start()``),
-``channel`` and ``stream`` (items as they finish), ``attempt`` (the layers around one agent
-call), ``raybackend`` (the items on Ray actors), ``executor`` (what users hold).
+``channel`` and ``stream`` (items as they finish), ``checks`` (what it is given),
+``attempt`` (the layers around one agent call), ``raybackend`` (the items on Ray actors),
+``executor`` (what users hold).
 """
 
 from __future__ import annotations

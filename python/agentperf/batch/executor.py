@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import importlib
 import threading
 from collections.abc import (
     AsyncIterable,
@@ -14,18 +13,18 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .._closeable import Closeable
-from .._config import boolean, optional_callable, show
+from .._config import show
 from .._runner import run, widen
 from ..agent import adapt
 from ..config import BatchConfig, build
 from ..semaphore import Semaphore
 from .attempt import Call, layered
+from .checks import check_inputs, check_progress, limits, refuse_in_loop
 from .results import BatchExecutorStats, BatchItem, BatchResult, BatchStats
 from .run import Run
 from .stream import BatchStream, drive
@@ -123,7 +122,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
         if semaphore is not None and not isinstance(semaphore, Semaphore):
             raise TypeError(f"semaphore={show(semaphore)}: expected an agentperf.Semaphore or None")
         self.semaphore = semaphore
-        self.rate_limit = _limits(rate_limit)
+        self.rate_limit = limits(rate_limit)
         if retry is not None:
             from ..retry import RetryPolicy
 
@@ -147,7 +146,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
         mc = self.config.max_concurrency
         self._adaptive: AdaptiveConcurrency | None = None if isinstance(mc, int) else mc
         widen(agent, self._ceiling)  # a pool's/cached agent's blocking calls
-        self.progress = _check_progress(progress, on_progress)
+        self.progress = check_progress(progress, on_progress)
         self.on_progress = on_progress
         self._lock = threading.Lock()
         self._threads: ThreadPoolExecutor | None = None
@@ -230,7 +229,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
     def _options(
         self, progress: bool | None, on_progress: Callable[[int, int | None], Any] | None
     ) -> tuple[bool, Callable[[int, int | None], Any] | None]:
-        p = self.progress if progress is None else _check_progress(progress, on_progress)
+        p = self.progress if progress is None else check_progress(progress, on_progress)
         return p, on_progress if on_progress is not None else self.on_progress
 
     async def aexecute(
@@ -241,7 +240,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
         on_progress: Callable[[int, int | None], Any] | None = None,
     ) -> BatchResult[O]:
         """Run the agent on every input; returns a :class:`BatchResult` (also on timeout)."""
-        _check_inputs(inputs, "aexecute")
+        check_inputs(inputs, "aexecute")
         self._check_open()
         p, cb = self._options(progress, on_progress)
         run = Run(self, inputs, streaming=False, progress=p, on_progress=cb).start()
@@ -311,8 +310,8 @@ class BatchExecutor(Closeable, Generic[I, O]):
 
         Raises ``RuntimeError`` when called from a running event loop: use ``aexecute``.
         """
-        _check_inputs(inputs, "execute")
-        _refuse_in_loop("execute", "`await ex.aexecute(...)`")
+        check_inputs(inputs, "execute")
+        refuse_in_loop("execute", "`await ex.aexecute(...)`")
         self._check_open()
         return run(self.aexecute(inputs, progress=progress, on_progress=on_progress))
 
@@ -327,7 +326,7 @@ class BatchExecutor(Closeable, Generic[I, O]):
 
         Memory stays flat whatever the input length; leaving the loop cancels the rest.
         """
-        _check_inputs(inputs, "astream")
+        check_inputs(inputs, "astream")
         self._check_open()
         p, cb = self._options(progress, on_progress)
         return BatchStream(self, inputs, p, cb)
@@ -344,8 +343,8 @@ class BatchExecutor(Closeable, Generic[I, O]):
         The batch runs on a private event loop driven from the consuming thread, between the
         items it yields. ``RuntimeError`` when called from a running event loop.
         """
-        _check_inputs(inputs, "stream")
-        _refuse_in_loop("stream", "`async for item in ex.astream(...)`")
+        check_inputs(inputs, "stream")
+        refuse_in_loop("stream", "`async for item in ex.astream(...)`")
         s = self.astream(inputs, progress=progress, on_progress=on_progress)
         return drive(s)
 
@@ -404,66 +403,3 @@ class BatchExecutor(Closeable, Generic[I, O]):
             pool.shutdown(wait=False, cancel_futures=True)
         if idle and self.backend is not None:
             self.backend.close()
-
-
-def _check_progress(progress: Any, on_progress: Any) -> bool:
-    show_bar = boolean("progress", progress)
-    optional_callable("on_progress", on_progress)
-    if show_bar:
-        try:
-            importlib.import_module("tqdm")
-        except ImportError:
-            raise ImportError(
-                "progress=True needs tqdm: install the extra with "
-                "pip install 'agentperf-rs[progress]' (or pip install tqdm)"
-            ) from None
-    return show_bar
-
-
-def _refuse_in_loop(name: str, instead: str) -> None:
-    if asyncio._get_running_loop() is not None:
-        raise RuntimeError(
-            f"BatchExecutor.{name}() blocks, and an event loop is running in this thread: "
-            f"use {instead} instead"
-        )
-
-
-def _check_inputs(inputs: object, method: str) -> None:
-    """Refuse the iterables that are almost always one input passed by mistake."""
-    if isinstance(inputs, (str, bytes, bytearray, memoryview)):
-        kind = type(inputs).__name__
-        raise TypeError(
-            f"inputs={show(inputs)}: a {kind} is one input, not a batch of inputs (iterating "
-            f"it would run the agent once per character or byte); pass a list: "
-            f"ex.{method}([x])"
-        )
-    if isinstance(inputs, Mapping):
-        kind = type(inputs).__name__
-        raise TypeError(
-            f"inputs={show(inputs)}: a {kind} is ambiguous as a batch (its keys, its values or "
-            f"itself as one input?); pass a list: ex.{method}(list(d.values())), "
-            f"ex.{method}(list(d.items())) or ex.{method}([d])"
-        )
-
-
-def _limits(value: Any) -> list[Any]:
-    """``rate_limit=``: one limiter, one ``(limiter, cost)`` pair, or a list of them."""
-    if value is None:
-        return []
-    from ..limiter import RateLimiter
-
-    def one(v: Any) -> Any:
-        if isinstance(v, RateLimiter):
-            return v
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], RateLimiter):
-            if not callable(v[1]):
-                raise TypeError(f"rate_limit={show(value)}: a pair's cost must be callable")
-            return v
-        raise TypeError(
-            f"rate_limit={show(value)}: expected a RateLimiter, a (RateLimiter, cost) pair "
-            "or a list of them"
-        )
-
-    if isinstance(value, list):
-        return [one(v) for v in value]
-    return [one(value)]
