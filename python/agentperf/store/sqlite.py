@@ -182,11 +182,26 @@ class SqliteStore(Closeable):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StoreError(f"SqliteStore({self._path!r}): cannot use WAL mode ({mode!r})")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            # Switching a new file to WAL and creating its tables while other processes open
+            # it too can answer SQLITE_BUSY at once, without waiting on busy_timeout (SQLite
+            # refuses rather than risk a deadlock): try again until the timeout.
+            deadline = time.monotonic() + self._timeout
+            while True:
+                try:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                    if mode is None or str(mode[0]).lower() != "wal":
+                        raise StoreError(
+                            f"SqliteStore({self._path!r}): cannot use WAL mode ({mode!r})"
+                        )
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    conn.executescript(_SCHEMA)
+                    break
+                except sq.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.005)
         except BaseException:
             conn.close()
             raise
