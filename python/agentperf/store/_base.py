@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -176,11 +177,13 @@ class Guard:
             f"{self.breaker.reset_after:g} s at a time)"
         )
 
-    def call(self, op: str, fn: Callable[[], _T]) -> _T:
+    @contextlib.contextmanager
+    def _guarded(self, op: str) -> Iterator[None]:
+        """The breaker's verdict around one operation, sync or async alike."""
         if not self.breaker.allow():
             raise self._refused(op)
         try:
-            result = fn()
+            yield
         except StoreError:
             self.breaker.record_failure()
             raise
@@ -191,24 +194,14 @@ class Guard:
             self.breaker.record_abandoned()
             raise
         self.breaker.record_success()
-        return result
+
+    def call(self, op: str, fn: Callable[[], _T]) -> _T:
+        with self._guarded(op):
+            return fn()
 
     async def acall(self, op: str, fn: Callable[[], Awaitable[_T]]) -> _T:
-        if not self.breaker.allow():
-            raise self._refused(op)
-        try:
-            result = await fn()
-        except StoreError:
-            self.breaker.record_failure()
-            raise
-        except Exception as e:
-            self.breaker.record_failure()
-            raise StoreError(f"{self.name}.{op}: {type(e).__name__}: {e}") from e
-        except BaseException:
-            self.breaker.record_abandoned()
-            raise
-        self.breaker.record_success()
-        return result
+        with self._guarded(op):
+            return await fn()
 
 
 def make_breaker(breaker: Breaker | bool | None) -> Breaker:
