@@ -49,11 +49,26 @@ def _run_threads(n: int, fn: Any) -> list[Any]:
     return [ts, out]
 
 
+def _until(cond: Any, timeout: float = 10.0) -> None:
+    """Wait (polling) until ``cond()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the state waited for never came"
+        time.sleep(0.001)
+
+
+async def _auntil(cond: Any, timeout: float = 10.0) -> None:
+    """``_until`` for a task: yields to the loop between looks."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the state waited for never came"
+        await asyncio.sleep(0.001)
+
+
 def _wait_waiters(c: ap.CachedAgent, agent: Blocking, n: int) -> None:
-    """Give the other threads time to join the flight (they cannot finish before release)."""
+    """Wait until the leader runs the agent and the other ``n - 1`` threads wait on it."""
     assert agent.started.wait(10)
-    time.sleep(0.15)
-    del c, n
+    _until(lambda: c._waiters() == n - 1)
 
 
 @pytest.mark.timeout(30)
@@ -127,7 +142,7 @@ def test_thread_leader_base_exception_hands_the_call_on() -> None:
     lt.start()
     assert started.wait(10)
     ts, out = _run_threads(8, lambda: c.execute("k"))
-    time.sleep(0.15)
+    _until(lambda: c._waiters() == 8)
     release.set()
     lt.join()
     for t in ts:
@@ -151,7 +166,7 @@ async def test_100_tasks_one_call() -> None:
 
     c = ap.CachedAgent(agent)
     tasks = [asyncio.create_task(c.aexecute("k")) for _ in range(100)]
-    await asyncio.sleep(0.05)
+    await _auntil(lambda: c._waiters() == 99)
     gate.set()
     res = await asyncio.gather(*tasks)
     assert calls == 1
@@ -197,7 +212,7 @@ async def test_cancelled_async_leader_hands_the_call_on() -> None:
     leader = asyncio.create_task(c.aexecute("k"))
     await first_started.wait()
     waiters = [asyncio.create_task(c.aexecute("k")) for _ in range(20)]
-    await asyncio.sleep(0.02)
+    await _auntil(lambda: c._waiters() == 20)
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
@@ -220,12 +235,12 @@ async def test_cancelled_waiters_leak_nothing() -> None:
 
     c = ap.CachedAgent(agent)
     leader = asyncio.create_task(c.aexecute("k"))
-    await asyncio.sleep(0.01)
+    await _auntil(lambda: c._in_flight() == 1)
     waiters = [asyncio.create_task(c.aexecute("k")) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await _auntil(lambda: c._waiters() == 50)
     for w in waiters[::2]:
         w.cancel()
-    await asyncio.sleep(0.01)
+    await _auntil(lambda: c._waiters() == 25)
     gate.set()
     assert await leader == "v"
     res = await asyncio.gather(*waiters, return_exceptions=True)
@@ -244,7 +259,7 @@ async def test_timeout_of_a_waiter_then_others_finish() -> None:
 
     c = ap.CachedAgent(agent)
     leader = asyncio.create_task(c.aexecute("k"))
-    await asyncio.sleep(0.01)
+    await _auntil(lambda: c._in_flight() == 1)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(c.aexecute("k"), 0.02)
     gate.set()
@@ -259,7 +274,7 @@ async def test_threads_and_tasks_share_one_flight() -> None:
     ts, out = _run_threads(4, lambda: c.execute("k"))
     assert await asyncio.to_thread(agent.started.wait, 10)
     tasks = [asyncio.create_task(c.aexecute("k")) for _ in range(10)]
-    await asyncio.sleep(0.05)
+    await _auntil(lambda: c._waiters() == 13)
     agent.release.set()
     res = await asyncio.gather(*tasks)
     for t in ts:
@@ -313,8 +328,7 @@ def test_invalidate_during_flight_is_not_cached() -> None:
     agent = Blocking()
     c = ap.CachedAgent(agent)
     ts, out = _run_threads(3, lambda: c.execute("k"))
-    assert agent.started.wait(10)
-    time.sleep(0.05)
+    _wait_waiters(c, agent, 3)
     assert c.invalidate("k") is False
     agent.release.set()
     for t in ts:
@@ -377,8 +391,7 @@ def test_a_shared_failure_counts_misses_and_keeps_its_traceback_short() -> None:
     agent = Blocking(fail=err)
     c = ap.CachedAgent(agent)
     ts, out = _run_threads(n, lambda: c.execute("k"))
-    assert agent.started.wait(10)
-    time.sleep(0.5)
+    _wait_waiters(c, agent, n)
     agent.release.set()
     for t in ts:
         t.join()
@@ -430,7 +443,7 @@ async def test_a_shared_async_failure_counts_misses_and_keeps_its_traceback_shor
 
     c = ap.CachedAgent(agent)
     tasks = [asyncio.create_task(c.aexecute("k")) for _ in range(n)]
-    await asyncio.sleep(0.05)
+    await _auntil(lambda: c._waiters() == n - 1)
     gate.set()
     res = await asyncio.gather(*tasks, return_exceptions=True)
     assert calls == 1
@@ -503,7 +516,7 @@ def test_a_key_in_flight_at_fork_is_not_in_flight_in_the_child() -> None:
     leader.start()
     assert agent.started.wait(10)
     followers, out = _run_threads(2, lambda: c.execute("k"))
-    time.sleep(0.1)
+    _until(lambda: c._waiters() == 2)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -535,7 +548,7 @@ async def test_a_task_waiting_at_fork_leads_in_the_child() -> None:
     leader.start()
     assert await asyncio.to_thread(agent.started.wait, 10)
     follower = asyncio.create_task(c.aexecute("k"))
-    await asyncio.sleep(0.1)
+    await _auntil(lambda: c._waiters() == 1)
     loop = asyncio.get_running_loop()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child

@@ -61,6 +61,15 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
+async def await_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """``wait_for`` for a task: yields to the loop between looks."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
 def invariants(pool: ap.AgentPool) -> ap.PoolStats:
     s = pool.stats()
     assert s.created - s.destroyed == s.size
@@ -409,10 +418,9 @@ async def test_cancelled_after_handoff_gives_the_agent_on() -> None:
     p = ap.AgentPool(Factory(), max_size=1, acquire_timeout=10)
     a = p.acquire()
     first = asyncio.create_task(p.aacquire())
-    await asyncio.sleep(0.01)
+    await await_for(lambda: p.stats().waiting == 1)
     second = asyncio.create_task(p.aacquire())
-    await asyncio.sleep(0.01)
-    assert p.stats().waiting == 2
+    await await_for(lambda: p.stats().waiting == 2)
     p.release(a)  # granted to `first`, which has not run yet ...
     first.cancel()  # ... and is cancelled before it does
     got = await asyncio.wait_for(second, 5)
@@ -430,8 +438,7 @@ async def test_cancelled_waiter_leaks_nothing() -> None:
     async with ap.AgentPool(Factory(), max_size=1) as p:
         a = await p.aacquire()
         tasks = [asyncio.create_task(p.aacquire()) for _ in range(5)]
-        await asyncio.sleep(0.01)
-        assert p.stats().waiting == 5
+        await await_for(lambda: p.stats().waiting == 5)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -475,13 +482,16 @@ def test_factory_never_runs_under_a_pool_lock() -> None:
 
 def test_expired_agents_are_never_handed_out() -> None:
     f = Factory()
-    # The cleanup thread never runs in this test (interval far away).
-    with ap.AgentPool(f, max_size=2, initial_size=1, max_lifetime=0.1, cleanup_interval=3600) as p:
+    # The cleanup thread never runs in this test (interval far away); ages are read from a
+    # manual clock.
+    with ap.AgentPool(
+        f, max_size=2, initial_size=1, max_lifetime=0.1, cleanup_interval=3600, _manual_clock=True
+    ) as p:
         old = f.made[0]
-        time.sleep(0.15)
+        p._advance(0.15)
         a = p.acquire()
         assert a is not old and old.closed == 1, "an agent past max_lifetime was handed out"
-        time.sleep(0.15)
+        p._advance(0.15)
         p.release(a)  # too old at release: destroyed
         assert a.closed == 1 and p.stats().idle_count == 0
         # Handed from a release straight to a waiter: age checked there too.
@@ -491,7 +501,7 @@ def test_expired_agents_are_never_handed_out() -> None:
         t = threading.Thread(target=lambda: got.append(p.acquire(timeout=5)))
         t.start()
         wait_for(lambda: p.stats().waiting == 1)
-        time.sleep(0.15)
+        p._advance(0.15)
         p.release(b)
         t.join(5)
         assert got and got[0] is not b and b.closed == 1
@@ -718,12 +728,17 @@ def test_aclose_called_on_destroy_with_and_without_a_loop() -> None:
 
 def test_cleanup_thread_recycles_idle_agents_above_initial_size() -> None:
     f = Factory()
-    with ap.AgentPool(f, max_size=4, initial_size=1, idle_timeout=0.05, cleanup_interval=0.02) as p:
+    with ap.AgentPool(
+        f, max_size=4, initial_size=1, idle_timeout=0.05, cleanup_interval=0.02, _manual_clock=True
+    ) as p:
         leased = [p.acquire() for _ in range(4)]
         for a in leased:
             p.release(a)
-        wait_for(lambda: p.stats().size == 1)
-        time.sleep(0.2)
+        p._advance(0.06)  # every agent idle past idle_timeout
+        wait_for(lambda: p.stats().size == 1)  # the cleanup thread's rounds
+        p._advance(0.06)
+        for _ in range(3):  # more rounds: the last one is kept all the same
+            p._reap()
         s = invariants(p)
         assert (s.size, s.idle_count, s.recycled) == (1, 1, 3), "shrunk below initial_size"
         assert sum(a.closed for a in f.made) == 3

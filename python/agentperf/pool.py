@@ -237,6 +237,8 @@ class AgentPool(_Pool, Closeable):
     ) -> AgentPool:
         if not callable(factory):
             raise TypeError(f"factory={show(factory)}: expected a callable returning an agent")
+        # Test hook: ages and idle times from a clock moved by ``pool._advance(seconds)``.
+        manual_clock = bool(overrides.pop("_manual_clock", False))
         cfg: PoolConfig = build(PoolConfig, config, overrides)
         # What the core can hold; the binding checks nothing again.
         if cfg.max_size > sys.maxsize * 2 + 1:  # the core counts agents in a usize
@@ -257,6 +259,7 @@ class AgentPool(_Pool, Closeable):
             cfg.max_lifetime,
             cfg.acquire_timeout,
             cfg.cleanup_interval,
+            manual_clock,
         )
         self._factory = factory
         self._config = cfg

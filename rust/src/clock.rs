@@ -63,6 +63,26 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// The monotonic clock, or a [`ManualClock`] for the bindings' `_manual_clock=True` test
+/// hooks (one branch on a read).
+#[derive(Debug, Clone)]
+pub enum SwitchClock {
+    /// [`MonotonicClock`]: what every user gets.
+    Monotonic,
+    /// Moved by a test hook (`_advance`).
+    Manual(std::sync::Arc<ManualClock>),
+}
+
+impl Clock for SwitchClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        match self {
+            SwitchClock::Monotonic => MonotonicClock.now(),
+            SwitchClock::Manual(c) => c.now(),
+        }
+    }
+}
+
 /// A clock that moves only when told to; for tests.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);

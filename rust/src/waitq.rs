@@ -181,6 +181,11 @@ impl<T, N> WaitQueue<T, N> {
         self.q.len()
     }
 
+    /// Live waiters, counted without dropping the withdrawn ones (introspection for tests).
+    pub fn waiting(&self) -> usize {
+        self.q.iter().filter(|(t, _)| t.is_waiting()).count()
+    }
+
     /// Queued tickets, withdrawn ones included (cheap upper bound of [`Self::live`]).
     pub fn len(&self) -> usize {
         self.q.len()

@@ -375,6 +375,15 @@ where
             .map_or(0, |f| f.followers.len())
     }
 
+    /// Followers still waiting on every flight (withdrawn ones not counted).
+    pub fn waiters(&self) -> usize {
+        self.flights
+            .lock()
+            .values()
+            .map(|f| f.followers.waiting())
+            .sum()
+    }
+
     /// The current fork generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

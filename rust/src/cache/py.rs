@@ -971,6 +971,11 @@ impl CachedAgentCore {
         self.shared.flights.in_flight()
     }
 
+    /// Test hook: callers waiting now on a call in flight (threads and tasks).
+    fn _waiters(&self) -> usize {
+        self.shared.flights.waiters()
+    }
+
     /// Fork hook (``agentperf.cache`` registers it): in a forked child, forget the calls in
     /// flight in the parent's other threads, so the child never waits for them.
     fn _after_fork_child(&self, py: Python<'_>) {

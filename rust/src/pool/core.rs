@@ -232,6 +232,11 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         self.limits
     }
 
+    /// The clock ages and idle times are read from.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
     /// Whether [`Self::close`] ran.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Acquire)

@@ -8,7 +8,7 @@
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
 use crate::aio::AsyncWaiter;
 use crate::blocking::{self, Waited};
-use crate::clock::MonotonicClock;
+use crate::clock::{ManualClock, SwitchClock};
 use crate::errors::{CoreError, Error};
 use crate::reaper::{self, Reap, Registration};
 use crate::ucall;
@@ -38,7 +38,7 @@ pub struct AsyncNotify {
 }
 
 type Notify = Option<AsyncNotify>;
-type Core = PoolCore<Agent, Notify, MonotonicClock>;
+type Core = PoolCore<Agent, Notify, SwitchClock>;
 
 type Fx = Effects<Agent, Notify>;
 
@@ -310,7 +310,7 @@ impl PyPool {
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (make, check, destroy, initial_size, max_size, idle_timeout,
-                        max_lifetime, acquire_timeout, cleanup_interval))]
+                        max_lifetime, acquire_timeout, cleanup_interval, _manual_clock=false))]
     fn new(
         make: Py<PyAny>,
         check: Option<Py<PyAny>>,
@@ -321,6 +321,7 @@ impl PyPool {
         max_lifetime: Option<f64>,
         acquire_timeout: Option<f64>,
         cleanup_interval: f64,
+        _manual_clock: bool,
     ) -> Self {
         // `AgentPool` validated every value (PoolConfig, _config.py): none is checked again.
         // Out-of-range ones from a direct call are made sane, never an error or a panic.
@@ -334,7 +335,14 @@ impl PyPool {
         let acquire_timeout = limit(acquire_timeout);
         let interval = limit(Some(cleanup_interval));
         let inner = Arc::new(Inner {
-            core: PoolCore::new(limits, MonotonicClock),
+            core: PoolCore::new(
+                limits,
+                if _manual_clock {
+                    SwitchClock::Manual(Arc::new(ManualClock::new(1)))
+                } else {
+                    SwitchClock::Monotonic
+                },
+            ),
             destroy,
             rounds: Mutex::new(0),
             rounds_done: Condvar::new(),
@@ -579,6 +587,20 @@ impl PyPool {
             .values()
             .map(|l| if let Lease::Many(v) = l { v.len() } else { 1 })
             .sum()
+    }
+
+    /// Test hook: move a pool made with ``_manual_clock=True`` forward (agents' ages and idle
+    /// times are read from that clock; waits are not).
+    fn _advance(&self, seconds: f64) -> PyResult<()> {
+        match self.core().clock() {
+            SwitchClock::Manual(c) if seconds.is_finite() && seconds >= 0.0 => {
+                c.advance(Duration::from_secs_f64(seconds));
+                Ok(())
+            }
+            _ => Err(PyValueError::new_err(format!(
+                "_advance({seconds}): needs _manual_clock=True and seconds >= 0"
+            ))),
+        }
     }
 
     /// Run one cleanup round now (what the cleanup thread does every `cleanup_interval`).
