@@ -47,6 +47,8 @@ report: $(BIN)/python ## install with the peers it is compared with (bench extra
 test-rust: $(BIN)/python ## cargo test of the Rust core (unit and property tests, not the benches)
 	@echo "cargo test of the Rust core (compiling takes a minute or two the first time)"
 	@cargo test --lib --tests -q
+	@echo "cargo test of the cores without the python feature (no PyO3, no interpreter)"
+	@cargo test --no-default-features --lib -q
 
 .PHONY: test-python
 test-python: ## pytest of the package (run `make install` first)
@@ -95,6 +97,7 @@ bench: install ## benchmarks: criterion for the core, pytest-benchmark against p
 lint: install ## formatting, clippy, ruff, mypy --strict, stubtest
 	cargo fmt --check
 	cargo clippy --all-targets -q -- -D warnings
+	cargo clippy --no-default-features --lib --tests -q -- -D warnings
 	$(BIN)/ruff check python tests benches examples
 	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy --strict python/agentperf examples tests/typecheck_sample.py

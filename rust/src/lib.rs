@@ -1,20 +1,42 @@
 //! agentperf's Rust core: structural keys, a sharded TTL/LRU cache, an agent pool and a
 //! semaphore, with thin PyO3 bindings. The cores (`cache::core`, `pool::core`, `waitq`,
 //! `reaper`, `clock`) know nothing of Python.
+//!
+//! The bindings and PyO3 are behind the default feature `python`; without it
+//! (`cargo test --no-default-features --lib`) the cores build and test with no interpreter.
 
+#[cfg(feature = "python")]
 pub mod aio;
+#[cfg(feature = "python")]
 mod args;
+#[cfg(feature = "python")]
 mod blocking;
 pub mod cache;
 pub mod clock;
+#[cfg(feature = "python")]
 pub mod errors;
+/// The cores' errors alone (the exception tree needs the `python` feature).
+#[cfg(not(feature = "python"))]
+pub mod errors {
+    pub mod core;
+    pub use self::core::CoreError;
+}
+#[cfg(feature = "python")]
 pub mod keys;
+/// The PyO3-free key writer alone (the walker needs the `python` feature).
+#[cfg(not(feature = "python"))]
+pub mod keys {
+    pub mod encode;
+    pub use encode::VERSION;
+}
+#[cfg(feature = "python")]
 mod lifecycle;
 pub mod limiter;
 pub mod pool;
 pub mod reaper;
 pub mod semaphore;
 pub mod sync;
+#[cfg(feature = "python")]
 pub mod ucall;
 pub mod waitq;
 
@@ -24,6 +46,7 @@ mod loom_tests;
 mod proptests;
 
 /// The extension module `agentperf._agentperf`; only exports.
+#[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod _agentperf {
     use pyo3::prelude::*;

@@ -4,6 +4,8 @@
 
 pub mod core;
 pub mod flight;
+#[cfg(feature = "python")]
 mod py;
 
+#[cfg(feature = "python")]
 pub use py::{Cache, CacheStats, CachedAgentCore, Flight};

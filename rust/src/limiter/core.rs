@@ -32,7 +32,7 @@
 //! Lock order: the limiter's lock, then a ticket's (a leaf). Notifiers `N` (how the binding
 //! wakes an asyncio waiter) are returned to be called once no lock is held.
 
-use crate::errors::Error;
+use crate::errors::CoreError as Error;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Condvar, Mutex};
 use std::collections::VecDeque;

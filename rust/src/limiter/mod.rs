@@ -2,6 +2,8 @@
 //! bindings in `py`.
 
 pub mod core;
+#[cfg(feature = "python")]
 mod py;
 
+#[cfg(feature = "python")]
 pub use py::{RateLimiter, RateLimiterStats, RateLimiterWait};

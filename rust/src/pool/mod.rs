@@ -2,4 +2,5 @@
 //! Python binding ([`py`]).
 
 pub mod core;
+#[cfg(feature = "python")]
 pub mod py;
