@@ -25,7 +25,11 @@ async def slow_async_agent(question: str) -> str:
 def main() -> None:
     config = ap.CacheConfig(max_size=1000, ttl=600.0, cleanup_interval=60.0)
     with ap.CachedAgent(slow_agent, config) as cached:
-        request = {"task": "summarize", "instruction": "be brief", "context": {"user": "u1"}}
+        request: dict[str, object] = {
+            "task": "summarize",
+            "instruction": "be brief",
+            "context": {"user": "u1"},
+        }
         t0 = time.perf_counter()
         first = cached.execute(request)
         miss = time.perf_counter() - t0

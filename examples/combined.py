@@ -23,7 +23,7 @@ class TranslateAgent:
         return text[::-1]
 
 
-def cached_agent() -> ap.CachedAgent:
+def cached_agent() -> ap.CachedAgent[str, str]:
     # Every pooled agent has its own cache here; share one CachedAgent around the pool
     # instead (see below) when all agents should see the same entries.
     return ap.CachedAgent(TranslateAgent(), ap.CacheConfig())
@@ -45,8 +45,8 @@ def main() -> None:
 
     # The other order: one shared cache in front of the pool, then the batch executor.
     with (
-        ap.AgentPool(TranslateAgent, initial_size=2, max_size=8) as pool,
-        ap.CachedAgent(pool, ttl=600.0) as cached,
+        ap.AgentPool(TranslateAgent, initial_size=2, max_size=8) as translators,
+        ap.CachedAgent(translators, ttl=600.0) as cached,
     ):
 
         async def run() -> ap.BatchResult[str]:
@@ -56,7 +56,7 @@ def main() -> None:
         s = cached.stats()
         print(
             f"cache over pool: hit rate {s.hit_rate:.1f}%, agents created "
-            f"{pool.stats().created}, {result.stats.duration_s:.3f} s"
+            f"{translators.stats().created}, {result.stats.duration_s:.3f} s"
         )
         assert s.misses == 20 and result.stats.success_count == 200
 

@@ -49,3 +49,59 @@ async def batches() -> None:
     ap.BatchExecutor(summarize, concurrency=3)  # type: ignore[call-overload]
     ap.BatchExecutor(summarize, max_concurrency="3")  # type: ignore[call-overload]
     await ex.aexecute([1, 2])  # type: ignore[list-item]
+
+
+class Client:
+    """A pooled object with no agent shape (a raw client)."""
+
+    def close(self) -> None: ...
+
+
+def upper(text: str) -> str:
+    return text.upper()
+
+
+def caches() -> None:
+    c = ap.CachedAgent(classify, max_size=3)
+    assert_type(c, ap.CachedAgent[int, float])
+    assert_type(c.execute(1), float)
+    assert_type(ap.CachedAgent(Model()), ap.CachedAgent[str, bytes])
+    assert_type(ap.CachedAgent(summarize, ap.CacheConfig()), ap.CachedAgent[str, int])
+    with ap.CachedAgent(upper) as cu:
+        assert_type(cu, ap.CachedAgent[str, str])
+        assert_type(cu.execute("a"), str)
+    c.execute("one")  # type: ignore[arg-type]
+
+
+async def acaches() -> None:
+    c = ap.CachedAgent(summarize)
+    assert_type(await c.aexecute("a"), int)
+    await c.aexecute(1)  # type: ignore[arg-type]
+
+
+def pools() -> None:
+    p = ap.AgentPool(Model, max_size=2)
+    assert_type(p, ap.AgentPool[Model])
+    assert_type(p.acquire(), Model)
+    assert_type(p.execute("a"), bytes)
+    with p.agent() as m:
+        assert_type(m, Model)
+    with ap.AgentPool(Client) as clients:
+        assert_type(clients, ap.AgentPool[Client])
+        with clients.agent() as client:
+            assert_type(client, Client)
+    assert_type(ap.AgentPool(lambda: upper).execute("a"), str)
+    p.execute(1)  # type: ignore[arg-type]
+
+
+async def make_model() -> Model:
+    return Model()
+
+
+async def apools() -> None:
+    p = ap.AgentPool(make_model)
+    assert_type(p, ap.AgentPool[Model])
+    assert_type(await p.aacquire(), Model)
+    assert_type(await p.aexecute("a"), bytes)
+    async with p.agent() as m:
+        assert_type(m, Model)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _lifecycle
 from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
@@ -30,11 +30,16 @@ from ._runner import UNBOUNDED_MIN, Runner, widen
 from .agent import adapt
 from .config import CacheConfig, build
 
+if TYPE_CHECKING:
+    from ._types import SupportsAexecute, SupportsAinvoke, SupportsExecute, SupportsInvoke
+
 __all__ = ["Cache", "CacheStats", "CachedAgent", "CachedFunction", "cached"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
+I = TypeVar("I")  # noqa: E741 - the input type, as API.md writes CachedAgent[I, O]
+O = TypeVar("O")  # noqa: E741 - the output type
 
 
 class _Leading:
@@ -56,7 +61,7 @@ class _Leading:
             self.flight.abandon()
 
 
-class CachedAgent(CachedAgentCore, Closeable):
+class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
     """An agent whose outputs are cached by input, with single-flight.
 
     ``CachedAgent(agent, cfg)`` or ``CachedAgent(agent, max_size=..., ttl=...)`` (the fields of
@@ -111,15 +116,54 @@ class CachedAgent(CachedAgentCore, Closeable):
         super().close()
         self._runner.close()
 
+    @overload
+    def __init__(
+        self: CachedAgent[I, O],
+        agent: Callable[[I], Coroutine[Any, Any, O]],
+        config: CacheConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: CachedAgent[I, O],
+        agent: SupportsAexecute[I, O] | SupportsAinvoke[I, O],
+        config: CacheConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: CachedAgent[I, O],
+        agent: SupportsExecute[I, O] | SupportsInvoke[I, O],
+        config: CacheConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: CachedAgent[I, O],
+        agent: Callable[[I], O],
+        config: CacheConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
     def __init__(self, agent: Any, config: CacheConfig | None = None, /, **overrides: Any) -> None:
         pass
 
-    async def aexecute(self, input: Any, /) -> Any:
+    if TYPE_CHECKING:  # typing only: the method is the Rust one
+
+        def execute(self, input: I, /) -> O:
+            """Run the agent on ``input``, or return the cached output (one Rust call)."""
+
+    async def aexecute(self, input: I, /) -> O:
         """Run the agent on ``input`` without blocking the event loop, or return the cached
         output. Waiting for another caller's in-flight call never blocks the loop; a
         cancelled caller leaves nothing behind (a cancelled leader hands the call on)."""
         keyfn = self._keyfn
         key = None if keyfn is None else keyfn(input)
+        got: O | Flight  # annotations only: nothing runs for them
+        value: O
         while True:
             got = self._alookup(input, key)
             if type(got) is not Flight:
@@ -130,7 +174,7 @@ class CachedAgent(CachedAgentCore, Closeable):
                 got.succeed(value)
                 return value
             try:
-                await cast(Awaitable[Any], got.future)
+                await got.future
             except BaseException:
                 got.withdraw()
                 raise
@@ -159,7 +203,7 @@ class CachedAgent(CachedAgentCore, Closeable):
         return f"CachedAgent({self.agent!r}, max_size={cfg.max_size}, ttl={cfg.ttl})"
 
 
-_CACHED: weakref.WeakSet[CachedAgent] = weakref.WeakSet()
+_CACHED: weakref.WeakSet[CachedAgent[Any, Any]] = weakref.WeakSet()
 
 
 def _after_fork_child() -> None:

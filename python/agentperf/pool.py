@@ -43,9 +43,9 @@ import inspect
 import logging
 import sys
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import _lifecycle
 from ._agentperf import PoolTimeoutError, _CreateSlot, _Leased, _Pool, _PoolWaiter
@@ -56,9 +56,18 @@ from ._runner import InThread, Runner, run
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
 
+if TYPE_CHECKING:
+    from ._types import SupportsAexecute, SupportsExecute
+
 __all__ = ["AgentPool", "PoolStats"]
 
 _log = logging.getLogger("agentperf")
+
+# The pooled object: what the factory returns (awaited, for an async one). Covariant, so that
+# an AgentPool[Model] is an AgentPool[SupportsExecute[str, bytes]] for ``execute``'s typing.
+A = TypeVar("A", covariant=True)
+I = TypeVar("I")  # noqa: E741 - an agent's input type
+O = TypeVar("O")  # noqa: E741 - an agent's output type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +212,7 @@ def _expire(fut: asyncio.Future[Any]) -> None:
         fut.set_exception(_Expired())
 
 
-class AgentPool(_Pool, Closeable):
+class AgentPool(_Pool, Closeable, Generic[A]):
     """A bounded pool of agents made by ``factory()``; itself an agent.
 
     >>> import agentperf as ap
@@ -234,7 +243,7 @@ class AgentPool(_Pool, Closeable):
 
     def __new__(
         cls, factory: Callable[[], Any], config: PoolConfig | None = None, /, **overrides: Any
-    ) -> AgentPool:
+    ) -> AgentPool[Any]:
         if not callable(factory):
             raise TypeError(f"factory={show(factory)}: expected a callable returning an agent")
         # Test hook: ages and idle times from a clock moved by ``pool._advance(seconds)``.
@@ -269,6 +278,22 @@ class AgentPool(_Pool, Closeable):
         self._filled = self._async_factory is False
         return self
 
+    @overload
+    def __init__(
+        self: AgentPool[A],
+        factory: Callable[[], Coroutine[Any, Any, A]],
+        config: PoolConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: AgentPool[A],
+        factory: Callable[[], A],
+        config: PoolConfig | None = None,
+        /,
+        **overrides: Any,
+    ) -> None: ...
     def __init__(
         self, factory: Callable[[], Any], config: PoolConfig | None = None, /, **overrides: Any
     ) -> None:
@@ -292,14 +317,24 @@ class AgentPool(_Pool, Closeable):
 
     # -- sync -------------------------------------------------------------------------------
 
-    def acquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
+    if TYPE_CHECKING:  # typing only: the methods are the Rust ones
+
+        @overload
+        def execute(self: AgentPool[Callable[[I], O]], input: I, /) -> O: ...
+        @overload
+        def execute(self: AgentPool[SupportsExecute[I, O]], input: I, /) -> O: ...
+        def execute(self, input: Any, /) -> Any:
+            """Acquire an agent, call it on ``input``, release it."""
+
+    def acquire(self, timeout: float | datetime.timedelta | None = None) -> A:
         """Lease an agent, waiting up to ``timeout`` seconds (``None``: ``acquire_timeout``).
 
         Raises ``PoolTimeoutError`` when none became free in time, ``PoolClosedError`` after
         ``close()``, and ``RuntimeError`` instead of waiting in a thread that runs an event
         loop (use :meth:`aacquire` there). Give it back with :meth:`release`.
         """
-        return super().acquire(_wait("timeout", timeout))
+        agent: A = super().acquire(_wait("timeout", timeout))
+        return agent
 
     def close(self) -> None:
         """Close the pool: waiters get ``PoolClosedError``, idle agents are destroyed (by the
@@ -308,7 +343,7 @@ class AgentPool(_Pool, Closeable):
         super().close()
         self._runner.close()
 
-    def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease:
+    def agent(self, timeout: float | datetime.timedelta | None = None) -> _Lease[A]:
         """A lease as a context manager, for ``with`` and ``async with``::
 
         with pool.agent() as a: ...
@@ -339,7 +374,7 @@ class AgentPool(_Pool, Closeable):
 
     # -- async ------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> AgentPool:
+    async def __aenter__(self) -> AgentPool[A]:
         await self._afill()
         return self
 
@@ -375,11 +410,20 @@ class AgentPool(_Pool, Closeable):
                 raise
             self._add_idle(agent, call, acall)
 
-    async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> Any:
+    async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> A:
         """Lease an agent without blocking the event loop; see :meth:`acquire`."""
+        agent: A
         agent, _ = await self._aacquire(_wait("timeout", timeout), None)
         return agent
 
+    @overload
+    async def aexecute(self: AgentPool[Callable[[I], Awaitable[O]]], input: I, /) -> O: ...
+    @overload
+    async def aexecute(self: AgentPool[Callable[[I], O]], input: I, /) -> O: ...
+    @overload
+    async def aexecute(self: AgentPool[SupportsAexecute[I, O]], input: I, /) -> O: ...
+    @overload
+    async def aexecute(self: AgentPool[SupportsExecute[I, O]], input: I, /) -> O: ...
     async def aexecute(self, input: Any, /) -> Any:
         """Acquire, ``await`` the agent on ``input``, release: :meth:`execute` for asyncio."""
         step = self._atry()
@@ -464,34 +508,34 @@ class AgentPool(_Pool, Closeable):
             step = self._atry()  # _StartOver
 
 
-class _Lease:
+class _Lease(Generic[A]):
     """``pool.agent()``: acquire on enter, release on exit (sync or async)."""
 
     __slots__ = ("_agent", "_pool", "_timeout")
 
-    def __init__(self, pool: AgentPool, timeout: float | None) -> None:
+    def __init__(self, pool: AgentPool[A], timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._agent: Any = None
 
-    def __enter__(self) -> Any:
-        self._agent = self._pool.acquire(self._timeout)
-        return self._agent
+    def __enter__(self) -> A:
+        self._agent = agent = self._pool.acquire(self._timeout)
+        return agent
 
     def __exit__(self, *exc: object) -> None:
         agent, self._agent = self._agent, None
         self._pool.release(agent)
 
-    async def __aenter__(self) -> Any:
-        self._agent = await self._pool.aacquire(self._timeout)
-        return self._agent
+    async def __aenter__(self) -> A:
+        self._agent = agent = await self._pool.aacquire(self._timeout)
+        return agent
 
     async def __aexit__(self, *exc: object) -> None:
         agent, self._agent = self._agent, None
         self._pool.release(agent)
 
 
-_POOLS: weakref.WeakSet[AgentPool] = weakref.WeakSet()
+_POOLS: weakref.WeakSet[AgentPool[Any]] = weakref.WeakSet()
 
 
 def _after_fork_child() -> None:
