@@ -5,7 +5,7 @@ import datetime
 from asyncio import Future
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -172,6 +172,10 @@ class CacheStats:
     @property
     def max_size(self) -> int: ...
     @property
+    def weight(self) -> int: ...
+    @property
+    def max_weight(self) -> int | None: ...
+    @property
     def evictions(self) -> int: ...
     @property
     def expirations(self) -> int: ...
@@ -193,6 +197,9 @@ class Cache:
         *,
         cleanup_interval: _Seconds | None = None,
         enable_stats: bool | None = None,
+        policy: Literal["lru", "tinylfu"] | None = None,
+        max_weight: int | None = None,
+        weigher: Callable[[Any], int] | None = None,
         _manual_clock: bool = False,
     ) -> Cache: ...
     def get(self, key: str | bytes, default: Any = None) -> Any: ...
@@ -204,6 +211,9 @@ class Cache:
     def stats(self) -> CacheStats: ...
     @property
     def max_size(self) -> int: ...
+    @property
+    def policy(self) -> str: ...
+    def _memory_bytes(self) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> Cache: ...
     def __exit__(self, *_exc: object) -> bool: ...
@@ -223,6 +233,10 @@ class CachedAgentCore:
         enable_stats: bool,
         key_generator: Callable[[Any], str | bytes] | None,
         _manual_clock: bool = False,
+        *,
+        policy: Literal["lru", "tinylfu"] | None = None,
+        max_weight: int | None = None,
+        weigher: Callable[[Any], int] | None = None,
     ) -> Any: ...
     def execute(self, input: Any, /) -> Any:
         """Run the agent on ``input``, or return the cached output for it."""

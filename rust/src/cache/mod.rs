@@ -5,5 +5,6 @@
 pub mod core;
 pub mod flight;
 mod py;
+pub mod sketch;
 
 pub use py::{Cache, CacheStats, CachedAgentCore, Flight};
