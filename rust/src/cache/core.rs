@@ -1,4 +1,5 @@
-//! The sharded TTL/LRU store under `ap.Cache` and `ap.CachedAgent`. Knows nothing of Python.
+//! The sharded TTL/LRU (or W-TinyLFU) store under `ap.Cache` and `ap.CachedAgent`. Knows
+//! nothing of Python.
 //!
 //! # Layout
 //!
@@ -36,6 +37,26 @@
 //! are skipped when popped and the heap is compacted when they outnumber the current ones, so
 //! the insert path stays O(log n) amortised (O(1) for the default TTL, whose expiries only
 //! grow). A shard that never fills, or holds no expiring entry, never builds the heap.
+//!
+//! # Policies
+//!
+//! [`Policy::Lru`] (the default) keeps one recency list per shard: exactly the behaviour
+//! described above. [`Policy::TinyLfu`] is W-TinyLFU as in Caffeine: per shard a count-min
+//! sketch ([`super::sketch::Sketch`], 4-bit counters, halved every `10 * cap` increments)
+//! counts every hit and insert; a new entry joins an LRU *window* (1 % of the shard at first);
+//! the window's overflow enters the *probation* segment of a segmented LRU main space, and
+//! when the shard is full the window's least recent entry (the candidate) competes with
+//! probation's least recent (the victim): the one the sketch rates lower is evicted (a warm
+//! candidate that ties also wins 1 time in 128). A hit on probation promotes to *protected*
+//! (80 % of main). The window's size moves by hill climbing ([`super::sketch::Climber`]).
+//! Expired entries still go first: the insert drops them before any candidate competes. A
+//! hit touches the sketch and two links: no allocation, the lock held as briefly as LRU's.
+//!
+//! # Weights
+//!
+//! [`Cache::set_weighted`] gives an entry a weight (1 by default); with a `max_weight` the
+//! sum of the weights is bounded as well as the count: past it expired entries go first, then
+//! the policy's victims. A weighted store has one shard, so the bound is exact.
 //!
 //! # Values
 //!
@@ -1618,6 +1639,125 @@ mod tests {
             C::new(usize::MAX, None, true, clock).err(),
             Some(ConfigError::TooLarge)
         );
+    }
+
+    fn tiny(max: usize, mw: Option<u64>, ttl: Option<Duration>) -> (C, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let c = Cache::with_policy(max, ttl, true, clock.clone(), Policy::TinyLfu, mw).unwrap();
+        (c, clock)
+    }
+
+    #[test]
+    fn tinylfu_keeps_a_hot_set_through_a_scan() {
+        let (c, _) = tiny(100, None, None);
+        for _ in 0..20 {
+            for i in 0..50 {
+                if get(&c, &format!("hot{i}")).is_none() {
+                    set(&c, &format!("hot{i}"), i);
+                }
+            }
+        }
+        for i in 0..2_000 {
+            set(&c, &format!("scan{i}"), i);
+        }
+        let kept = (0..50).filter(|i| c.contains(&q(&format!("hot{i}")))).count();
+        assert!(kept >= 45, "kept {kept} of 50");
+        assert!(c.len() <= 100);
+        // LRU keeps none of them.
+        let (l, _) = new(100, None);
+        for i in 0..50 {
+            set(&l, &format!("hot{i}"), i);
+        }
+        for i in 0..2_000 {
+            set(&l, &format!("scan{i}"), i);
+        }
+        assert_eq!((0..50).filter(|i| l.contains(&q(&format!("hot{i}")))).count(), 0);
+    }
+
+    #[test]
+    fn tinylfu_drops_an_expired_entry_before_a_live_one() {
+        let (c, clock) = tiny(3, None, None);
+        let mut t = Vec::new();
+        set(&c, "a", 1);
+        let o = c.set(k("b"), 2, Ttl::For(Duration::from_millis(50)), &mut t);
+        t.extend(o);
+        set(&c, "c", 3);
+        for _ in 0..5 {
+            get(&c, "a");
+            get(&c, "c");
+        }
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(set(&c, "d", 4), vec![2], "the expired b leaves");
+        let s = c.stats();
+        assert_eq!((s.evictions, s.expirations, s.size), (0, 1, 3));
+        assert_eq!(get(&c, "a"), Some(1));
+    }
+
+    #[test]
+    fn weight_bound_and_an_entry_too_heavy_to_store() {
+        for policy in [Policy::Lru, Policy::TinyLfu] {
+            let clock = Arc::new(ManualClock::new(1_000));
+            let c: C = Cache::with_policy(100, None, true, clock, policy, Some(10)).unwrap();
+            let mut t = Vec::new();
+            for i in 0..5u64 {
+                let o = c.set_weighted(k(&i.to_string()), i, Ttl::Default, 3, &mut t);
+                t.extend(o);
+                assert!(c.stats().weight <= 10, "{policy:?}");
+            }
+            assert_eq!(c.stats().weight, 9);
+            assert_eq!(c.len(), 3);
+            // Heavier than the bound: handed back, not stored, and the older value gone.
+            let o = c.set_weighted(k("4"), 99, Ttl::Default, 11, &mut t);
+            assert_eq!(o, Some(99));
+            assert_eq!(get(&c, "4"), None, "{policy:?}");
+            assert_eq!(c.stats().weight, 6);
+            // A replace that grows the weight evicts others, never itself.
+            let o = c.set_weighted(k("3"), 33, Ttl::Default, 10, &mut t);
+            t.extend(o);
+            assert_eq!(get(&c, "3"), Some(33));
+            assert_eq!((c.len(), c.stats().weight), (1, 10));
+            assert_eq!(c.max_weight(), Some(10));
+        }
+        let clock = Arc::new(ManualClock::new(0));
+        assert_eq!(
+            C::with_policy(1, None, true, clock, Policy::Lru, Some(0)).err(),
+            Some(ConfigError::ZeroWeight)
+        );
+    }
+
+    #[test]
+    fn concurrent_tinylfu_keeps_both_bounds() {
+        for mw in [None, Some(5_000)] {
+            let (c, _) = tiny(20_000, mw, None);
+            assert!(c.shards() > 1 || mw.is_some());
+            let c = Arc::new(c);
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut tr = Vec::new();
+                        for i in 0..20_000u64 {
+                            let key = k(&format!("{}", (i * 7 + t) % 30_000));
+                            let o = c.set_weighted(key, i, Ttl::Default, i % 4, &mut tr);
+                            tr.extend(o);
+                            let _ = c.get(&q(&format!("{}", i % 3_000)), |v| *v, &mut tr, true);
+                            tr.clear();
+                            if i % 1000 == 0 {
+                                let s = c.stats();
+                                assert!(s.size <= 20_000);
+                                assert!(mw.is_none_or(|m| s.weight <= m));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let s = c.stats();
+            assert!(s.size <= 20_000);
+            assert!(mw.is_none_or(|m| s.weight <= m), "{} > {mw:?}", s.weight);
+        }
     }
 
     #[test]
