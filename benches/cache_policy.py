@@ -14,7 +14,8 @@ skipped. Traces:
 * loop: keys 0..1,099 in order, over and over, through 1,000 entries (LRU scores 0).
 
 Then the hit path of ``ap.Cache.get`` (ns per call on a cached key, best of 9, the two
-policies alternated), and the Rust memory per entry (``Cache._memory_bytes() / len``, 100,000 entries).
+policies alternated), and the Rust memory per entry (``Cache._memory_bytes() / len``,
+100,000 entries, ``ttl=None``).
 """
 
 from __future__ import annotations
@@ -227,9 +228,7 @@ def main() -> None:
     for s in (0.8, 1.0, 1.2):
         trace = zipf(100_000, s, n, seed=int(s * 10))
         for cap in (1_000, 10_000):
-            rows.append(
-                (f"zipf s={s} @{cap:,}", [hit_ratio(caches[m], cap, trace) for m in names])
-            )
+            rows.append((f"zipf s={s} @{cap:,}", [hit_ratio(caches[m], cap, trace) for m in names]))
     rows.append(("scan: hot set kept @1,000", [hot_survival(caches[m], 1_000, 7) for m in names]))
     lf = lru_friendly(n, seed=3)
     rows.append(("LRU-friendly @1,000", [hit_ratio(caches[m], 1_000, lf) for m in names]))
@@ -242,10 +241,14 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     ns = hit_path_ns()
     lru_ns, tiny_ns = ns["lru"], ns["tinylfu"]
-    print(f"hit path ap.Cache.get: lru {lru_ns:.0f} ns, tinylfu {tiny_ns:.0f} ns "
-          f"({tiny_ns / lru_ns:.2f}x)")
-    print(f"Rust memory per entry (100,000 entries): lru {memory_per_entry('lru'):.1f} B, "
-          f"tinylfu {memory_per_entry('tinylfu'):.1f} B")
+    print(
+        f"hit path ap.Cache.get: lru {lru_ns:.0f} ns, tinylfu {tiny_ns:.0f} ns "
+        f"({tiny_ns / lru_ns:.2f}x)"
+    )
+    print(
+        f"Rust memory per entry (100,000 entries): lru {memory_per_entry('lru'):.1f} B, "
+        f"tinylfu {memory_per_entry('tinylfu'):.1f} B"
+    )
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

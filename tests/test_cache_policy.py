@@ -117,7 +117,7 @@ def test_a_weigher_that_raises_is_a_type_error_naming_it() -> None:
         raise KeyError("boom")
 
     c = ap.Cache(max_size=10, max_weight=10, weigher=weigher)
-    with pytest.raises(TypeError, match="weigher=.*raised KeyError") as e:
+    with pytest.raises(TypeError, match=r"weigher=.*raised KeyError") as e:
         c.set("a", 1)
     assert isinstance(e.value.__cause__, KeyError)
     assert len(c) == 0

@@ -160,13 +160,18 @@ pub fn cache_weights(
                 .into());
             }
             // u64::MAX stands for "no bound" in the core.
-            Some(u64::try_from(n).ok().filter(|&n| n < u64::MAX).ok_or_else(|| {
-                PyErr::from(Error::Config {
-                    field: "max_weight",
-                    value: shown(m),
-                    why: "is too large",
-                })
-            })?)
+            Some(
+                u64::try_from(n)
+                    .ok()
+                    .filter(|&n| n < u64::MAX)
+                    .ok_or_else(|| {
+                        PyErr::from(Error::Config {
+                            field: "max_weight",
+                            value: shown(m),
+                            why: "is too large",
+                        })
+                    })?,
+            )
         }
     };
     if max_weight.is_some() && weigher.is_none() {

@@ -1660,7 +1660,9 @@ mod tests {
         for i in 0..2_000 {
             set(&c, &format!("scan{i}"), i);
         }
-        let kept = (0..50).filter(|i| c.contains(&q(&format!("hot{i}")))).count();
+        let kept = (0..50)
+            .filter(|i| c.contains(&q(&format!("hot{i}"))))
+            .count();
         assert!(kept >= 45, "kept {kept} of 50");
         assert!(c.len() <= 100);
         // LRU keeps none of them.
@@ -1671,7 +1673,12 @@ mod tests {
         for i in 0..2_000 {
             set(&l, &format!("scan{i}"), i);
         }
-        assert_eq!((0..50).filter(|i| l.contains(&q(&format!("hot{i}")))).count(), 0);
+        assert_eq!(
+            (0..50)
+                .filter(|i| l.contains(&q(&format!("hot{i}"))))
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -371,13 +371,9 @@ impl Cache {
         };
         let mut trash = Vec::new();
         let old = with_key(key, |q| {
-            self.store.0.set_weighted(
-                ByteKey::new(q.tag, q.bytes),
-                value,
-                ttl,
-                weight,
-                &mut trash,
-            )
+            self.store
+                .0
+                .set_weighted(ByteKey::new(q.tag, q.bytes), value, ttl, weight, &mut trash)
         })?;
         drop(old);
         drop(trash);
@@ -681,9 +677,13 @@ impl Shared {
             &outcome,
             |v| {
                 if !self.closed.load(Ordering::Relaxed) {
-                    let old =
-                        self.store
-                            .set_weighted(*key, v.clone_ref(py), Ttl::Default, weight, &mut trash);
+                    let old = self.store.set_weighted(
+                        *key,
+                        v.clone_ref(py),
+                        Ttl::Default,
+                        weight,
+                        &mut trash,
+                    );
                     trash.extend(old);
                 }
             },

@@ -405,7 +405,11 @@ impl PolicyModel {
                 moves += 1;
                 continue;
             }
-            let c = if over { self.lists[0].last().copied() } else { None };
+            let c = if over {
+                self.lists[0].last().copied()
+            } else {
+                None
+            };
             let v = self.tail(1, new).or_else(|| self.tail(2, new));
             match (c.filter(|&c| c != new), v) {
                 (None, v) => match v.or_else(|| self.victim(new)) {
