@@ -207,3 +207,22 @@ def test_bounds_hold_under_threads(policy: str) -> None:
     s = c.stats()
     assert s.size <= 500 and s.weight <= 2_000
     assert s.hits > 0
+
+
+def test_a_weigher_referring_to_its_cache_is_collected() -> None:
+    import gc
+    import weakref
+
+    class W:
+        cache: Any = None
+
+        def __call__(self, v: Any) -> int:
+            return 1
+
+    w = W()
+    c = ap.Cache(max_size=10, max_weight=10, weigher=w)
+    w.cache = c
+    ref = weakref.ref(c)
+    del c, w
+    gc.collect()
+    assert ref() is None

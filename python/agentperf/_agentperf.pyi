@@ -184,10 +184,12 @@ class CacheStats:
 
 @final
 class Cache:
-    """A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
+    """A sharded, thread-safe TTL/LRU (or W-TinyLFU) cache for ``str`` and ``bytes`` keys.
 
     ``None`` arguments take the defaults: ``max_size=10_000``, ``ttl`` forever,
-    ``cleanup_interval=60.0``, ``enable_stats=True``.
+    ``cleanup_interval=60.0``, ``enable_stats=True``, ``policy="lru"``, no ``max_weight``.
+    With ``max_weight``, ``weigher(value) -> int`` weighs each value (outside every lock) and
+    the sum of weights stays within ``max_weight``; a heavier value is not stored.
     """
 
     def __new__(

@@ -182,7 +182,7 @@ def _policy_row() -> Row:
     trace = rng.choices(names, cum_weights=cum, k=n)
     rate = {}
     for policy in ("tinylfu", "lru"):
-        c = ap.Cache(max_size=cap, ttl=None, policy=policy)  # type: ignore[arg-type]
+        c = ap.Cache(max_size=cap, ttl=None, policy=policy)
         get, set_ = c.get, c.set
         for k in trace:
             if get(k) is None:

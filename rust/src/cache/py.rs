@@ -462,6 +462,11 @@ impl Cache {
         self.store.0.sweep(drop)
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // So a weigher that refers back to its cache is collectable.
+        visit.call(&self.weigher)
+    }
+
     /// Diagnostics: bytes of Rust memory the store holds (slabs, tables, queues, sketches;
     /// not key bytes on the heap nor the values' Python objects).
     fn _memory_bytes(&self) -> usize {
