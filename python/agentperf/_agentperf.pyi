@@ -5,7 +5,7 @@ import datetime
 from asyncio import Future
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -174,6 +174,10 @@ class CacheStats:
     @property
     def max_size(self) -> int: ...
     @property
+    def weight(self) -> int: ...
+    @property
+    def max_weight(self) -> int | None: ...
+    @property
     def evictions(self) -> int: ...
     @property
     def expirations(self) -> int: ...
@@ -182,10 +186,12 @@ class CacheStats:
 
 @final
 class Cache:
-    """A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
+    """A sharded, thread-safe TTL/LRU (or W-TinyLFU) cache for ``str`` and ``bytes`` keys.
 
     ``None`` arguments take the defaults: ``max_size=10_000``, ``ttl`` forever,
-    ``cleanup_interval=60.0``, ``enable_stats=True``.
+    ``cleanup_interval=60.0``, ``enable_stats=True``, ``policy="lru"``, no ``max_weight``.
+    With ``max_weight``, ``weigher(value) -> int`` weighs each value (outside every lock) and
+    the sum of weights stays within ``max_weight``; a heavier value is not stored.
     """
 
     def __new__(
@@ -195,6 +201,9 @@ class Cache:
         *,
         cleanup_interval: _Seconds | None = None,
         enable_stats: bool | None = None,
+        policy: Literal["lru", "tinylfu"] | None = None,
+        max_weight: int | None = None,
+        weigher: Callable[[Any], int] | None = None,
         _manual_clock: bool = False,
     ) -> Cache: ...
     def get(self, key: str | bytes, default: Any = None) -> Any: ...
@@ -206,6 +215,9 @@ class Cache:
     def stats(self) -> CacheStats: ...
     @property
     def max_size(self) -> int: ...
+    @property
+    def policy(self) -> str: ...
+    def _memory_bytes(self) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> Cache: ...
     def __exit__(self, *_exc: object) -> bool: ...
@@ -225,6 +237,10 @@ class CachedAgentCore:
         enable_stats: bool,
         key_generator: Callable[[Any], str | bytes] | None,
         _manual_clock: bool = False,
+        *,
+        policy: Literal["lru", "tinylfu"] | None = None,
+        max_weight: int | None = None,
+        weigher: Callable[[Any], int] | None = None,
     ) -> Any: ...
     def execute(self, input: Any, /) -> Any:
         """Run the agent on ``input``, or return the cached output for it."""

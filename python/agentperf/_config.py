@@ -94,3 +94,12 @@ def optional_callable(field: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise TypeError(f"{field}={show(value)}: expected a callable or None")
     return value
+
+
+def cache_policy(value: Any) -> str:
+    """A cache eviction policy name: ``"lru"`` or ``"tinylfu"``."""
+    if not isinstance(value, str):
+        raise TypeError(f"policy={show(value)}: expected 'lru' or 'tinylfu'")
+    if value not in ("lru", "tinylfu"):
+        raise ValueError(f"policy={show(value)}: must be 'lru' or 'tinylfu'")
+    return value

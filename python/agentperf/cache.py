@@ -98,6 +98,9 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
             cfg.enable_stats,
             cfg.key_generator,
             manual,
+            policy=cfg.policy,
+            max_weight=cfg.max_weight,
+            weigher=cfg.weigher,
         )
         self.config = cfg
         self.agent = agent

@@ -31,7 +31,7 @@ class CacheConfig:
     """
 
     max_size: int = 1000
-    """Most live entries; the least recently used goes first."""
+    """Most live entries; which goes first is the ``policy``'s choice."""
     ttl: float | None = 600.0
     """Seconds an entry lives; ``None`` (or ``math.inf``) means forever."""
     cleanup_interval: float = 60.0
@@ -40,6 +40,14 @@ class CacheConfig:
     """Count hits, misses, evictions and expirations."""
     key_generator: Callable[[Any], str | bytes] | None = None
     """``input -> key``; ``None`` uses :func:`~agentperf.hash_key`."""
+    policy: str = "lru"
+    """``"lru"`` (least recently used goes first) or ``"tinylfu"`` (W-TinyLFU: a new entry
+    displaces the eviction victim only if a frequency sketch rates it higher)."""
+    max_weight: int | None = None
+    """Bound on the sum of ``weigher(value)`` over live entries (``None``: no weight bound);
+    an output heavier than it is returned but not stored."""
+    weigher: Callable[[Any], int] | None = None
+    """``value -> int >= 0`` (e.g. ``len``); required with ``max_weight``."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -53,6 +61,12 @@ class CacheConfig:
         )
         set_(self, "enable_stats", v.boolean("enable_stats", self.enable_stats))
         set_(self, "key_generator", v.optional_callable("key_generator", self.key_generator))
+        set_(self, "policy", v.cache_policy(self.policy))
+        if self.max_weight is not None:
+            set_(self, "max_weight", v.integer("max_weight", self.max_weight, minimum=1))
+        set_(self, "weigher", v.optional_callable("weigher", self.weigher))
+        if self.max_weight is not None and self.weigher is None:
+            raise ValueError("weigher=None: max_weight needs a weigher (value -> int)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,3 +109,112 @@ pub const MIN_CLEANUP_INTERVAL: Duration = Duration::from_millis(1);
 pub fn cleanup_interval(interval: Duration) -> Duration {
     interval.clamp(MIN_CLEANUP_INTERVAL, MAX_CLEANUP_INTERVAL)
 }
+
+// ---------------------------------------------------------------- cache policy and weights
+
+/// `policy`: `None` (LRU), `"lru"` or `"tinylfu"`.
+pub fn cache_policy(v: Option<&Bound<'_, PyAny>>) -> PyResult<crate::cache::core::Policy> {
+    use crate::cache::core::Policy;
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(Policy::Lru);
+    };
+    let Ok(s) = v.cast::<pyo3::types::PyString>() else {
+        return Err(type_error("policy", v, "'lru' or 'tinylfu'"));
+    };
+    match s.to_str()? {
+        "lru" => Ok(Policy::Lru),
+        "tinylfu" => Ok(Policy::TinyLfu),
+        _ => Err(Error::Config {
+            field: "policy",
+            value: shown(v),
+            why: "must be 'lru' or 'tinylfu'",
+        }
+        .into()),
+    }
+}
+
+/// `max_weight` (`None`: no weight bound, else an int >= 1) and `weigher` (`None` or a
+/// callable; required with `max_weight`).
+pub fn cache_weights(
+    max_weight: Option<&Bound<'_, PyAny>>,
+    weigher: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Option<u64>, Option<Py<PyAny>>)> {
+    let weigher = match weigher.filter(|w| !w.is_none()) {
+        None => None,
+        Some(w) if w.is_callable() => Some(w.clone().unbind()),
+        Some(w) => return Err(type_error("weigher", w, "a callable or None")),
+    };
+    let max_weight = match max_weight.filter(|m| !m.is_none()) {
+        None => None,
+        Some(m) => {
+            if m.is_instance_of::<PyBool>() || !m.is_instance_of::<PyInt>() {
+                return Err(type_error("max_weight", m, "a positive int or None"));
+            }
+            let n: i128 = m.extract().unwrap_or(i128::MAX);
+            if n < 1 {
+                return Err(Error::Config {
+                    field: "max_weight",
+                    value: shown(m),
+                    why: "must be >= 1",
+                }
+                .into());
+            }
+            // u64::MAX stands for "no bound" in the core.
+            Some(
+                u64::try_from(n)
+                    .ok()
+                    .filter(|&n| n < u64::MAX)
+                    .ok_or_else(|| {
+                        PyErr::from(Error::Config {
+                            field: "max_weight",
+                            value: shown(m),
+                            why: "is too large",
+                        })
+                    })?,
+            )
+        }
+    };
+    if max_weight.is_some() && weigher.is_none() {
+        return Err(Error::Config {
+            field: "weigher",
+            value: "None".into(),
+            why: "max_weight needs a weigher (value -> int)",
+        }
+        .into());
+    }
+    Ok((max_weight, weigher))
+}
+
+/// `weigher(value)`, checked: an int >= 0 (weights past `u64::MAX` saturate, heavier than any
+/// bound). Runs user code: call it with no Rust lock held.
+pub fn weigh(weigher: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let w = crate::ucall::call1(weigher, value).map_err(|e| {
+        if !e.is_instance_of::<pyo3::exceptions::PyException>(value.py()) {
+            return e;
+        }
+        let err = pyo3::exceptions::PyTypeError::new_err(format!(
+            "weigher={} raised {}: {}",
+            shown(weigher),
+            type_name(e.value(value.py()).as_any()),
+            e.value(value.py())
+        ));
+        err.set_cause(value.py(), Some(e));
+        err
+    })?;
+    if w.is_instance_of::<PyBool>() || !w.is_instance_of::<PyInt>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "weigher={} returned {}: expected an int >= 0",
+            shown(weigher),
+            shown(&w)
+        )));
+    }
+    let n: i128 = w.extract().unwrap_or(i128::MAX);
+    if n < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "weigher={} returned {}: a weight must be >= 0",
+            shown(weigher),
+            shown(&w)
+        )));
+    }
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}

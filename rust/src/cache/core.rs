@@ -1,4 +1,5 @@
-//! The sharded TTL/LRU store under `ap.Cache` and `ap.CachedAgent`. Knows nothing of Python.
+//! The sharded TTL/LRU (or W-TinyLFU) store under `ap.Cache` and `ap.CachedAgent`. Knows
+//! nothing of Python.
 //!
 //! # Layout
 //!
@@ -37,12 +38,33 @@
 //! the insert path stays O(log n) amortised (O(1) for the default TTL, whose expiries only
 //! grow). A shard that never fills, or holds no expiring entry, never builds the heap.
 //!
+//! # Policies
+//!
+//! [`Policy::Lru`] (the default) keeps one recency list per shard: exactly the behaviour
+//! described above. [`Policy::TinyLfu`] is W-TinyLFU as in Caffeine: per shard a count-min
+//! sketch ([`super::sketch::Sketch`], 4-bit counters, halved every `10 * cap` increments)
+//! counts every hit and insert; a new entry joins an LRU *window* (1 % of the shard at first);
+//! the window's overflow enters the *probation* segment of a segmented LRU main space, and
+//! when the shard is full the window's least recent entry (the candidate) competes with
+//! probation's least recent (the victim): the one the sketch rates lower is evicted (a warm
+//! candidate that ties also wins 1 time in 128). A hit on probation promotes to *protected*
+//! (80 % of main). The window's size moves by hill climbing ([`super::sketch::Climber`]).
+//! Expired entries still go first: the insert drops them before any candidate competes. A
+//! hit touches the sketch and two links: no allocation, the lock held as briefly as LRU's.
+//!
+//! # Weights
+//!
+//! [`Cache::set_weighted`] gives an entry a weight (1 by default); with a `max_weight` the
+//! sum of the weights is bounded as well as the count: past it expired entries go first, then
+//! the policy's victims. A weighted store has one shard, so the bound is exact.
+//!
 //! # Values
 //!
 //! Values removed under a shard lock (replaced, evicted, expired, cleared) are never dropped
 //! there: they are pushed to a caller-supplied `Vec` that the caller drops after the lock is
 //! released (a Python decref can run arbitrary code).
 
+use super::sketch::{Climber, Sketch};
 use crate::clock::{Clock, MonotonicClock, Nanos};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -224,26 +246,70 @@ pub struct Stats {
     pub expirations: u64,
     /// Entries held, expired ones not yet removed included.
     pub size: usize,
+    /// Sum of the held entries' weights (each weighs 1 without a weigher).
+    pub weight: u64,
+}
+
+/// Which list of its shard an entry is on: LRU uses `Window` only; W-TinyLFU all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Seg {
+    /// The admission window (the whole recency list under LRU).
+    Window = 0,
+    /// Main space, admitted once and not hit since.
+    Probation = 1,
+    /// Main space, hit again while on probation.
+    Protected = 2,
 }
 
 struct Node<K, V> {
     key: K,
     value: V,
     expires: Nanos,
+    weight: u64,
     prev: u32,
     next: u32,
+    seg: Seg,
+}
+
+/// The eviction policy of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Least recently used goes first (the first release's behaviour).
+    #[default]
+    Lru,
+    /// W-TinyLFU: an LRU admission window, then a segmented LRU main space that a candidate
+    /// enters only if the frequency sketch rates it above the main space's victim.
+    TinyLfu,
+}
+
+/// The W-TinyLFU state of a shard.
+struct Tiny {
+    sketch: Sketch,
+    climber: Climber,
+    window_max: usize,
+    protected_max: usize,
+    /// A cheap xorshift state for Caffeine's random admission of warm candidates (keeps an
+    /// attacker from pinning the victim with a flood of hash collisions).
+    rng: u64,
 }
 
 struct Inner<K, V> {
     table: HashTable<u32>,
     slab: Vec<Option<Node<K, V>>>,
     free: Vec<u32>,
-    /// Most recently used.
-    head: u32,
-    /// Least recently used.
-    tail: u32,
+    /// Most recently used entry of each [`Seg`] list.
+    heads: [u32; 3],
+    /// Least recently used entry of each list.
+    tails: [u32; 3],
+    /// Entries on each list.
+    lens: [usize; 3],
     len: usize,
     cap: usize,
+    /// Sum of the entries' weights (1 each without a weigher), and its bound.
+    weight: u64,
+    max_weight: u64,
+    tiny: Option<Tiny>,
     /// Entries with a finite expiry (a sweep skips shards without any).
     expiring: usize,
     /// `(expiry, slot)` of the expiring entries once the shard has filled up with expiring
@@ -263,15 +329,32 @@ struct Inner<K, V> {
 struct Shard<K, V>(Mutex<Inner<K, V>>);
 
 impl<K: Key, V> Inner<K, V> {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, policy: Policy, max_weight: u64) -> Self {
+        let tiny = match policy {
+            Policy::Lru => None,
+            Policy::TinyLfu => {
+                let window_max = (cap / 100).max(1);
+                Some(Tiny {
+                    sketch: Sketch::new(cap),
+                    climber: Climber::new(cap),
+                    window_max,
+                    protected_max: cap.saturating_sub(window_max) * 4 / 5,
+                    rng: 0x2545_f491_4f6c_dd1d,
+                })
+            }
+        };
         Inner {
             table: HashTable::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            heads: [NIL; 3],
+            tails: [NIL; 3],
+            lens: [0; 3],
             len: 0,
             cap,
+            weight: 0,
+            max_weight,
+            tiny,
             expiring: 0,
             fifo: VecDeque::new(),
             by_expiry: BinaryHeap::new(),
@@ -311,42 +394,196 @@ impl<K: Key, V> Inner<K, V> {
     }
 
     fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
+        let (prev, next, s) = {
             let n = self.node(i);
-            (n.prev, n.next)
+            (n.prev, n.next, n.seg as usize)
         };
         if prev == NIL {
-            self.head = next;
+            self.heads[s] = next;
         } else {
             self.node_mut(prev).next = next;
         }
         if next == NIL {
-            self.tail = prev;
+            self.tails[s] = prev;
         } else {
             self.node_mut(next).prev = prev;
         }
+        self.lens[s] -= 1;
     }
 
-    fn push_front(&mut self, i: u32) {
-        let head = self.head;
+    fn push_front(&mut self, i: u32, seg: Seg) {
+        let s = seg as usize;
+        let head = self.heads[s];
         {
             let n = self.node_mut(i);
             n.prev = NIL;
             n.next = head;
+            n.seg = seg;
         }
         if head == NIL {
-            self.tail = i;
+            self.tails[s] = i;
         } else {
             self.node_mut(head).prev = i;
         }
-        self.head = i;
+        self.heads[s] = i;
+        self.lens[s] += 1;
     }
 
+    /// Move slot `i` to the front of list `seg`.
     #[inline]
-    fn touch(&mut self, i: u32) {
-        if self.head != i {
+    fn move_to(&mut self, i: u32, seg: Seg) {
+        if self.heads[seg as usize] != i {
             self.unlink(i);
-            self.push_front(i);
+            self.push_front(i, seg);
+        }
+    }
+
+    /// A read hit (or a replace) of slot `i`, hash `h`: LRU moves it to the front; W-TinyLFU
+    /// counts it in the sketch and moves it up its segments (no allocation either way).
+    #[inline]
+    fn touch(&mut self, i: u32, h: u64, hit: bool) {
+        let Some(t) = &mut self.tiny else {
+            self.move_to(i, Seg::Window);
+            return;
+        };
+        t.sketch.increment(h);
+        let adj = if hit { t.climber.record(true) } else { 0 };
+        let protected_max = t.protected_max;
+        match self.node(i).seg {
+            Seg::Window => self.move_to(i, Seg::Window),
+            Seg::Protected => self.move_to(i, Seg::Protected),
+            Seg::Probation => {
+                self.move_to(i, Seg::Protected);
+                // Keep the protected segment to its share: demote its least recent entry.
+                if self.lens[Seg::Protected as usize] > protected_max.max(1) {
+                    let d = self.tails[Seg::Protected as usize];
+                    if d != i {
+                        self.move_to(d, Seg::Probation);
+                    }
+                }
+            }
+        }
+        if adj != 0 {
+            self.adjust_window(adj);
+        }
+    }
+
+    /// The hill climber's verdict: grow (`adj > 0`) or shrink the window. The lists follow
+    /// lazily: an oversized window hands its tail to probation on later inserts.
+    fn adjust_window(&mut self, adj: i64) {
+        let cap = self.cap;
+        if let Some(t) = &mut self.tiny {
+            let hi = cap.saturating_sub(1).max(1) as i64;
+            let w = (t.window_max as i64).saturating_add(adj).clamp(1, hi);
+            // `1 <= w <= hi <= cap`, so the cast is exact.
+            t.window_max = w as usize;
+            t.protected_max = cap.saturating_sub(t.window_max) * 4 / 5;
+        }
+    }
+
+    /// The main space's victim (probation's least recent, else protected's), not `except`.
+    fn main_victim(&self, except: u32) -> u32 {
+        for s in [Seg::Probation as usize, Seg::Protected as usize] {
+            let mut t = self.tails[s];
+            if t == except && t != NIL {
+                t = self.node(t).prev;
+            }
+            if t != NIL {
+                return t;
+            }
+        }
+        NIL
+    }
+
+    /// The next entry to evict, not `except`: under LRU the least recently used; under
+    /// W-TinyLFU the main victim, else the window's least recent.
+    fn victim(&self, except: u32) -> u32 {
+        if self.tiny.is_some() {
+            let v = self.main_victim(except);
+            if v != NIL {
+                return v;
+            }
+        }
+        let mut t = self.tails[Seg::Window as usize];
+        if t == except && t != NIL {
+            t = self.node(t).prev;
+        }
+        t
+    }
+
+    /// Evict slot `i` (a live entry); its value goes to `out` or `trash`.
+    fn evict_at(&mut self, i: u32, out: &mut Option<V>, trash: &mut Vec<V>, count: bool) {
+        let h = Key::hash64(&self.node(i).key);
+        let v = self.remove_at(i, h);
+        if count {
+            self.evictions += 1;
+        }
+        if out.is_none() {
+            *out = Some(v);
+        } else {
+            trash.push(v);
+        }
+    }
+
+    /// W-TinyLFU after an insert into the window: pass the window's overflow to the main
+    /// space, and while the shard holds more than `cap` entries let each candidate (the
+    /// window's least recent) compete with the main victim: the more frequent one stays.
+    fn tiny_rebalance(&mut self, new: u32, out: &mut Option<V>, trash: &mut Vec<V>, count: bool) {
+        let w = Seg::Window as usize;
+        let mut moves = 0;
+        loop {
+            let Some(t) = &self.tiny else { return };
+            let over = self.lens[w] > t.window_max;
+            if self.len <= self.cap {
+                // Room: the window's overflow enters probation unopposed (a few per insert
+                // after the window shrank, so the lock hold stays short).
+                if !over || moves >= 4 {
+                    return;
+                }
+                let c = self.tails[w];
+                self.move_to(c, Seg::Probation);
+                moves += 1;
+                continue;
+            }
+            let c = if over { self.tails[w] } else { NIL };
+            let v = self.main_victim(new);
+            if c == NIL || c == new {
+                let v = if v == NIL { self.victim(new) } else { v };
+                if v == NIL {
+                    return;
+                }
+                self.evict_at(v, out, trash, count);
+                continue;
+            }
+            if v == NIL {
+                self.evict_at(c, out, trash, count);
+                continue;
+            }
+            let ch = Key::hash64(&self.node(c).key);
+            let vh = Key::hash64(&self.node(v).key);
+            let admit = match &mut self.tiny {
+                Some(t) => {
+                    let cf = t.sketch.frequency(ch);
+                    let vf = t.sketch.frequency(vh);
+                    if cf > vf {
+                        true
+                    } else if cf <= 5 {
+                        false
+                    } else {
+                        t.rng ^= t.rng << 13;
+                        t.rng ^= t.rng >> 7;
+                        t.rng ^= t.rng << 17;
+                        t.rng & 127 == 0
+                    }
+                }
+                None => false,
+            };
+            if admit {
+                self.evict_at(v, out, trash, count);
+                self.move_to(c, Seg::Probation);
+            } else {
+                self.evict_at(c, out, trash, count);
+            }
         }
     }
 
@@ -362,6 +599,7 @@ impl<K: Key, V> Inner<K, V> {
         };
         self.free.push(i);
         self.len -= 1;
+        self.weight -= node.weight;
         if node.expires != NEVER {
             self.expiring -= 1;
         }
@@ -374,8 +612,9 @@ impl<K: Key, V> Inner<K, V> {
             return i;
         }
         if self.slab.len() == self.slab.capacity() {
-            // Grow by doubling, but never past the shard's capacity.
-            let want = self.slab.len().max(8).min(self.cap - self.slab.len());
+            // Grow by doubling, but never past the shard's capacity (plus the one slot
+            // W-TinyLFU holds while the new entry and the victims compete).
+            let want = self.slab.len().max(8).min(self.cap + 1 - self.slab.len());
             self.slab.reserve_exact(want.max(1));
         }
         // `cap <= u32::MAX - 1` is checked at construction, so the index fits.
@@ -534,6 +773,8 @@ pub enum ConfigError {
     ZeroSize,
     /// `max_size` does not fit the u32 slot indexes.
     TooLarge,
+    /// `max_weight` is 0.
+    ZeroWeight,
 }
 
 /// The sharded TTL/LRU store. `V` is the value type; `C` the clock.
@@ -543,6 +784,8 @@ pub struct Cache<K, V, C = MonotonicClock> {
     clock: C,
     default_ttl: Option<Nanos>,
     max_size: usize,
+    max_weight: u64,
+    policy: Policy,
     count: bool,
     noted_hits: AtomicU64,
     noted_misses: AtomicU64,
@@ -557,17 +800,45 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         count: bool,
         clock: C,
     ) -> Result<Self, ConfigError> {
+        Self::with_policy(max_size, default_ttl, count, clock, Policy::Lru, None)
+    }
+
+    /// [`Cache::new`] with an eviction `policy` and, if `max_weight` is given, a bound on the
+    /// sum of the entries' weights ([`Cache::set_weighted`]). A weighted store has one shard,
+    /// so the weight bound and "heavier than `max_weight` is not stored" are exact.
+    pub fn with_policy(
+        max_size: usize,
+        default_ttl: Option<Duration>,
+        count: bool,
+        clock: C,
+        policy: Policy,
+        max_weight: Option<u64>,
+    ) -> Result<Self, ConfigError> {
         if max_size == 0 {
             return Err(ConfigError::ZeroSize);
         }
-        let n = shard_count(max_size);
+        if max_weight == Some(0) {
+            return Err(ConfigError::ZeroWeight);
+        }
+        let n = if max_weight.is_some() {
+            1
+        } else {
+            shard_count(max_size)
+        };
         let per = max_size / n;
         if per + 1 >= NIL as usize {
             return Err(ConfigError::TooLarge);
         }
         let rem = max_size % n;
+        let mw = max_weight.unwrap_or(u64::MAX);
         let shards = (0..n)
-            .map(|i| Shard(Mutex::new(Inner::new(per + usize::from(i < rem)))))
+            .map(|i| {
+                Shard(Mutex::new(Inner::new(
+                    per + usize::from(i < rem),
+                    policy,
+                    mw,
+                )))
+            })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Ok(Cache {
@@ -576,10 +847,22 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             clock,
             default_ttl: default_ttl.map(crate::clock::to_nanos),
             max_size,
+            max_weight: mw,
+            policy,
             count,
             noted_hits: AtomicU64::new(0),
             noted_misses: AtomicU64::new(0),
         })
+    }
+
+    /// The bound on the sum of weights, if any.
+    pub fn max_weight(&self) -> Option<u64> {
+        (self.max_weight != u64::MAX).then_some(self.max_weight)
+    }
+
+    /// The eviction policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// Number of shards.
@@ -643,7 +926,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             trash.push(v);
             return None;
         }
-        g.touch(i);
+        g.touch(i, h, true);
         if self.count {
             g.hits += 1;
         }
@@ -669,15 +952,41 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     /// least recently used entry evicted. Drop them after the call.
     #[must_use = "drop the returned value outside any lock"]
     pub fn set(&self, key: K, value: V, ttl: Ttl, trash: &mut Vec<V>) -> Option<V> {
+        self.set_weighted(key, value, ttl, 1, trash)
+    }
+
+    /// [`Cache::set`] of an entry weighing `weight` (see [`Cache::with_policy`]). An entry
+    /// heavier than the bound is not stored: it is handed back (and an older entry of that
+    /// key removed, to `trash`). When the weight bound is passed, expired entries go first,
+    /// then the policy's victims (never the entry just set).
+    #[must_use = "drop the returned value outside any lock"]
+    pub fn set_weighted(
+        &self,
+        key: K,
+        value: V,
+        ttl: Ttl,
+        weight: u64,
+        trash: &mut Vec<V>,
+    ) -> Option<V> {
         let life = match ttl {
             Ttl::Default => self.default_ttl,
             Ttl::Never => None,
             Ttl::For(d) => Some(crate::clock::to_nanos(d)),
         };
-        let now = if life.is_some() { self.clock.now() } else { 0 };
+        let now = if life.is_some() || self.max_weight != u64::MAX {
+            self.clock.now()
+        } else {
+            0
+        };
         let expires = life.map_or(NEVER, |l| now.saturating_add(l).min(NEVER - 1));
         let h = Key::hash64(&key);
         let mut g = self.shard(h).lock();
+        if weight > g.max_weight {
+            if let Some(i) = g.find(h, &key) {
+                trash.push(g.remove_at(i, h));
+            }
+            return Some(value);
+        }
         let fifo = matches!(ttl, Ttl::Default);
         let expires = if fifo && expires != NEVER {
             g.queued_expiry(expires)
@@ -688,7 +997,9 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             let was_expiring = g.node(i).expires != NEVER;
             let n = g.node_mut(i);
             let old = std::mem::replace(&mut n.value, value);
+            let was = std::mem::replace(&mut n.weight, weight);
             n.expires = expires;
+            g.weight = g.weight - was + weight;
             match (was_expiring, expires != NEVER) {
                 (false, true) => g.expiring += 1,
                 (true, false) => g.expiring -= 1,
@@ -697,8 +1008,10 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             if expires != NEVER {
                 g.track(expires, i, fifo);
             }
-            g.touch(i);
-            return Some(old);
+            g.touch(i, h, false);
+            let mut out = Some(old);
+            self.shed_weight(&mut g, i, now, &mut out, trash);
+            return out;
         }
         let mut out = None;
         if g.len >= g.cap {
@@ -709,9 +1022,9 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
                 if self.count {
                     g.expirations += n as u64;
                 }
-            } else {
+            } else if g.tiny.is_none() {
                 // Nothing has expired, so the least recently used entry is live.
-                let t = g.tail;
+                let t = g.tails[Seg::Window as usize];
                 let th = Key::hash64(&g.node(t).key);
                 out = Some(g.remove_at(t, th));
                 if self.count {
@@ -723,8 +1036,10 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             key,
             value,
             expires,
+            weight,
             prev: NIL,
             next: NIL,
+            seg: Seg::Window,
         });
         let Inner { table, slab, .. } = &mut *g;
         table.insert_unique(h, i, |&j| match &slab[j as usize] {
@@ -732,12 +1047,57 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             None => 0,
         });
         g.len += 1;
+        g.weight += weight;
         if expires != NEVER {
             g.expiring += 1;
             g.track(expires, i, fifo);
         }
-        g.push_front(i);
+        g.push_front(i, Seg::Window);
+        if let Some(t) = &mut g.tiny {
+            t.sketch.increment(h);
+            let adj = t.climber.record(false);
+            if adj != 0 {
+                g.adjust_window(adj);
+            }
+            g.tiny_rebalance(i, &mut out, trash, self.count);
+        }
+        self.shed_weight(&mut g, i, now, &mut out, trash);
         out
+    }
+
+    /// While shard `g` weighs more than its bound: drop expired entries (at `now`), then
+    /// evict the policy's victims, never slot `keep`.
+    fn shed_weight(
+        &self,
+        g: &mut Inner<K, V>,
+        keep: u32,
+        now: Nanos,
+        out: &mut Option<V>,
+        trash: &mut Vec<V>,
+    ) {
+        if g.weight <= g.max_weight {
+            return;
+        }
+        if g.expiring > 0 {
+            let (first, n) = g.drop_expired(now, trash);
+            if let Some(v) = first {
+                if out.is_none() {
+                    *out = Some(v);
+                } else {
+                    trash.push(v);
+                }
+            }
+            if self.count {
+                g.expirations += n as u64;
+            }
+        }
+        while g.weight > g.max_weight {
+            let v = g.victim(keep);
+            if v == NIL {
+                break;
+            }
+            g.evict_at(v, out, trash, self.count);
+        }
     }
 
     /// Remove `q`; true if an entry (live or expired) was there. Its value goes to `trash`.
@@ -765,9 +1125,11 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             let slab = std::mem::take(&mut g.slab);
             g.table = HashTable::new();
             g.free = Vec::new();
-            g.head = NIL;
-            g.tail = NIL;
+            g.heads = [NIL; 3];
+            g.tails = [NIL; 3];
+            g.lens = [0; 3];
             g.len = 0;
+            g.weight = 0;
             g.expiring = 0;
             g.fifo = VecDeque::new();
             g.by_expiry = BinaryHeap::new();
@@ -820,6 +1182,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             s.evictions += g.evictions;
             s.expirations += g.expirations;
             s.size += g.len;
+            s.weight += g.weight;
         }
         s
     }
@@ -869,13 +1232,51 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     {
         let g = self.shards[s].0.lock();
         let mut out = Vec::with_capacity(g.len);
-        let mut i = g.tail;
+        let mut i = g.tails[Seg::Window as usize];
         while i != NIL {
             let n = g.node(i);
             out.push(n.key.clone());
             i = n.prev;
         }
         out
+    }
+
+    /// Keys of each list of shard `s` ([`Seg`] order), least recently used first, with the
+    /// window's bound under W-TinyLFU (for tests).
+    pub fn segments(&self, s: usize) -> ([Vec<K>; 3], Option<usize>)
+    where
+        K: Clone,
+    {
+        let g = self.shards[s].0.lock();
+        let lists = [0usize, 1, 2].map(|l| {
+            let mut out = Vec::new();
+            let mut i = g.tails[l];
+            while i != NIL {
+                let n = g.node(i);
+                out.push(n.key.clone());
+                i = n.prev;
+            }
+            out
+        });
+        (lists, g.tiny.as_ref().map(|t| t.window_max))
+    }
+
+    /// Bytes of memory the store holds (slabs, tables, queues and sketches; not the keys'
+    /// heap parts or what the values point to).
+    pub fn memory_bytes(&self) -> usize {
+        let mut b = std::mem::size_of_val(&*self.shards);
+        for sh in self.shards.iter() {
+            let g = sh.0.lock();
+            b += g.slab.capacity() * std::mem::size_of::<Option<Node<K, V>>>();
+            // hashbrown: one u32 and one control byte per bucket.
+            b += g.table.capacity() * 8 / 7 * 5;
+            b += g.free.capacity() * 4;
+            b += g.fifo.capacity() * 16 + g.by_expiry.capacity() * 16;
+            if let Some(t) = &g.tiny {
+                b += t.sketch.words() * 8;
+            }
+        }
+        b
     }
 
     /// Entries held in each shard (for tests and diagnostics).
@@ -1221,6 +1622,7 @@ mod tests {
             c.stats(),
             Stats {
                 size: 1,
+                weight: 1,
                 ..Stats::default()
             }
         );
@@ -1237,6 +1639,132 @@ mod tests {
             C::new(usize::MAX, None, true, clock).err(),
             Some(ConfigError::TooLarge)
         );
+    }
+
+    fn tiny(max: usize, mw: Option<u64>, ttl: Option<Duration>) -> (C, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let c = Cache::with_policy(max, ttl, true, clock.clone(), Policy::TinyLfu, mw).unwrap();
+        (c, clock)
+    }
+
+    #[test]
+    fn tinylfu_keeps_a_hot_set_through_a_scan() {
+        let (c, _) = tiny(100, None, None);
+        for _ in 0..20 {
+            for i in 0..50 {
+                if get(&c, &format!("hot{i}")).is_none() {
+                    set(&c, &format!("hot{i}"), i);
+                }
+            }
+        }
+        for i in 0..2_000 {
+            set(&c, &format!("scan{i}"), i);
+        }
+        let kept = (0..50)
+            .filter(|i| c.contains(&q(&format!("hot{i}"))))
+            .count();
+        assert!(kept >= 45, "kept {kept} of 50");
+        assert!(c.len() <= 100);
+        // LRU keeps none of them.
+        let (l, _) = new(100, None);
+        for i in 0..50 {
+            set(&l, &format!("hot{i}"), i);
+        }
+        for i in 0..2_000 {
+            set(&l, &format!("scan{i}"), i);
+        }
+        assert_eq!(
+            (0..50)
+                .filter(|i| l.contains(&q(&format!("hot{i}"))))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn tinylfu_drops_an_expired_entry_before_a_live_one() {
+        let (c, clock) = tiny(3, None, None);
+        let mut t = Vec::new();
+        set(&c, "a", 1);
+        let o = c.set(k("b"), 2, Ttl::For(Duration::from_millis(50)), &mut t);
+        t.extend(o);
+        set(&c, "c", 3);
+        for _ in 0..5 {
+            get(&c, "a");
+            get(&c, "c");
+        }
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(set(&c, "d", 4), vec![2], "the expired b leaves");
+        let s = c.stats();
+        assert_eq!((s.evictions, s.expirations, s.size), (0, 1, 3));
+        assert_eq!(get(&c, "a"), Some(1));
+    }
+
+    #[test]
+    fn weight_bound_and_an_entry_too_heavy_to_store() {
+        for policy in [Policy::Lru, Policy::TinyLfu] {
+            let clock = Arc::new(ManualClock::new(1_000));
+            let c: C = Cache::with_policy(100, None, true, clock, policy, Some(10)).unwrap();
+            let mut t = Vec::new();
+            for i in 0..5u64 {
+                let o = c.set_weighted(k(&i.to_string()), i, Ttl::Default, 3, &mut t);
+                t.extend(o);
+                assert!(c.stats().weight <= 10, "{policy:?}");
+            }
+            assert_eq!(c.stats().weight, 9);
+            assert_eq!(c.len(), 3);
+            // Heavier than the bound: handed back, not stored, and the older value gone.
+            let o = c.set_weighted(k("4"), 99, Ttl::Default, 11, &mut t);
+            assert_eq!(o, Some(99));
+            assert_eq!(get(&c, "4"), None, "{policy:?}");
+            assert_eq!(c.stats().weight, 6);
+            // A replace that grows the weight evicts others, never itself.
+            let o = c.set_weighted(k("3"), 33, Ttl::Default, 10, &mut t);
+            t.extend(o);
+            assert_eq!(get(&c, "3"), Some(33));
+            assert_eq!((c.len(), c.stats().weight), (1, 10));
+            assert_eq!(c.max_weight(), Some(10));
+        }
+        let clock = Arc::new(ManualClock::new(0));
+        assert_eq!(
+            C::with_policy(1, None, true, clock, Policy::Lru, Some(0)).err(),
+            Some(ConfigError::ZeroWeight)
+        );
+    }
+
+    #[test]
+    fn concurrent_tinylfu_keeps_both_bounds() {
+        for mw in [None, Some(5_000)] {
+            let (c, _) = tiny(20_000, mw, None);
+            assert!(c.shards() > 1 || mw.is_some());
+            let c = Arc::new(c);
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut tr = Vec::new();
+                        for i in 0..20_000u64 {
+                            let key = k(&format!("{}", (i * 7 + t) % 30_000));
+                            let o = c.set_weighted(key, i, Ttl::Default, i % 4, &mut tr);
+                            tr.extend(o);
+                            let _ = c.get(&q(&format!("{}", i % 3_000)), |v| *v, &mut tr, true);
+                            tr.clear();
+                            if i % 1000 == 0 {
+                                let s = c.stats();
+                                assert!(s.size <= 20_000);
+                                assert!(mw.is_none_or(|m| s.weight <= m));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let s = c.stats();
+            assert!(s.size <= 20_000);
+            assert!(mw.is_none_or(|m| s.weight <= m), "{} > {mw:?}", s.weight);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod core;
 pub mod flight;
 #[cfg(feature = "python")]
 mod py;
+pub mod sketch;
 
 #[cfg(feature = "python")]
 pub use py::{Cache, CacheStats, CachedAgentCore, Flight};

@@ -8,7 +8,7 @@
 //! the reverse. No Python code runs under either; values leaving the store are dropped after
 //! both are released.
 
-use super::core::{ByteKey, ByteKeyRef, Cache as Store, Ttl};
+use super::core::{ByteKey, ByteKeyRef, Cache as Store, Policy, Ttl};
 use super::flight::{self, Caller, FlightTicket, Lease, Reentrant, SingleFlight};
 use crate::aio::AsyncWaiter;
 use crate::args;
@@ -115,8 +115,9 @@ fn make_store<K: super::core::Key>(
     ttl: Option<Duration>,
     count: bool,
     clock: AnyClock,
+    (policy, max_weight): (Policy, Option<u64>),
 ) -> PyResult<PyStore<K>> {
-    Store::new(max_size, ttl, count, clock).map_err(|_| {
+    Store::with_policy(max_size, ttl, count, clock, policy, max_weight).map_err(|_| {
         Error::Config {
             field: "max_size",
             value: max_size.to_string(),
@@ -153,6 +154,10 @@ pub struct CacheStats {
     size: usize,
     /// The bound on live entries.
     max_size: usize,
+    /// Sum of the held entries' weights (``weigher(value)`` each; 1 each without a weigher).
+    weight: u64,
+    /// The bound on ``weight`` (``None``: no weight bound).
+    max_weight: Option<u64>,
     /// Live entries removed to make room.
     evictions: u64,
     /// Expired entries removed.
@@ -167,12 +172,15 @@ impl CacheStats {
     fn __repr__(&self) -> String {
         format!(
             "CacheStats(hits={}, misses={}, hit_rate={:.2}, size={}, max_size={}, \
-             evictions={}, expirations={}, coalesced={})",
+             weight={}, max_weight={}, evictions={}, expirations={}, coalesced={})",
             self.hits,
             self.misses,
             self.hit_rate,
             self.size,
             self.max_size,
+            self.weight,
+            self.max_weight
+                .map_or_else(|| "None".to_string(), |w| w.to_string()),
             self.evictions,
             self.expirations,
             self.coalesced
@@ -193,6 +201,8 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
         },
         size: st.size,
         max_size: s.max_size(),
+        weight: st.weight,
+        max_weight: s.max_weight(),
         evictions: st.evictions,
         expirations: st.expirations,
         coalesced,
@@ -203,8 +213,11 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
 
 /// A sharded, thread-safe TTL/LRU cache for ``str`` and ``bytes`` keys.
 ///
-/// ``Cache(max_size=10_000, ttl=None, *, cleanup_interval=60.0, enable_stats=True)``; an
-/// argument given as ``None`` takes its default. Holds at most ``max_size`` live entries (least recently used evicted first: exact LRU up to
+/// ``Cache(max_size=10_000, ttl=None, *, cleanup_interval=60.0, enable_stats=True,
+/// policy="lru", max_weight=None, weigher=None)``; an argument given as ``None`` takes its
+/// default. ``policy="tinylfu"`` admits by frequency (W-TinyLFU); ``max_weight`` with
+/// ``weigher(value) -> int`` bounds the sum of weights (one shard then; a heavier value is
+/// not stored). Holds at most ``max_size`` live entries (least recently used evicted first: exact LRU up to
 /// 8191 entries, per shard above); ``ttl`` seconds is the default lifetime (``None``: forever).
 /// Expired entries are never returned; the shared cleanup thread removes them every
 /// ``cleanup_interval`` seconds. Values are stored and returned as-is (no copy).
@@ -215,6 +228,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
 #[pyclass(frozen, weakref, module = "agentperf")]
 pub struct Cache {
     store: Arc<Swept<ByteKey>>,
+    weigher: Option<Py<PyAny>>,
     manual: Option<Arc<ManualClock>>,
     reg: Mutex<Option<Registration>>,
     closed: AtomicBool,
@@ -256,14 +270,20 @@ impl Cache {
 #[pymethods]
 impl Cache {
     #[new]
-    #[pyo3(signature = (max_size=None, ttl=None, *, cleanup_interval=None, enable_stats=None, _manual_clock=false))]
+    #[pyo3(signature = (max_size=None, ttl=None, *, cleanup_interval=None, enable_stats=None, policy=None, max_weight=None, weigher=None, _manual_clock=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         max_size: Option<&Bound<'_, PyAny>>,
         ttl: Option<&Bound<'_, PyAny>>,
         cleanup_interval: Option<&Bound<'_, PyAny>>,
         enable_stats: Option<&Bound<'_, PyAny>>,
+        policy: Option<&Bound<'_, PyAny>>,
+        max_weight: Option<&Bound<'_, PyAny>>,
+        weigher: Option<&Bound<'_, PyAny>>,
         _manual_clock: bool,
     ) -> PyResult<Self> {
+        let policy = args::cache_policy(policy)?;
+        let (max_weight, weigher) = args::cache_weights(max_weight, weigher)?;
         let max_size = match max_size {
             Some(v) => max_size_arg(v)?,
             None => 10_000,
@@ -289,11 +309,18 @@ impl Cache {
         };
         let manual = _manual_clock.then(|| Arc::new(ManualClock::new(0)));
         let clock = manual.clone().map_or(AnyClock::Mono, AnyClock::Manual);
-        let store = Arc::new(Swept(make_store(max_size, ttl, enable_stats, clock)?));
+        let store = Arc::new(Swept(make_store(
+            max_size,
+            ttl,
+            enable_stats,
+            clock,
+            (policy, max_weight),
+        )?));
         // An infinite interval means no background sweep (expiry stays lazy).
         let reg = interval.map(|i| reaper::register(&store, args::cleanup_interval(i)));
         Ok(Cache {
             store,
+            weigher,
             manual,
             reg: Mutex::new(reg),
             closed: AtomicBool::new(false),
@@ -321,10 +348,13 @@ impl Cache {
     }
 
     /// Store ``value`` under ``key``. ``ttl`` overrides the default lifetime for this entry:
-    /// ``None`` keeps the default, ``math.inf`` never expires.
+    /// ``None`` keeps the default, ``math.inf`` never expires. With a weigher, ``weigher(value)``
+    /// runs first (no lock held); a value heavier than ``max_weight`` is not stored (and an
+    /// older value of ``key`` is removed).
     #[pyo3(signature = (key, value, ttl=None))]
     fn set(
         &self,
+        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: Py<PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
@@ -335,11 +365,15 @@ impl Cache {
             Some(None) => Ttl::Never,
             Some(Some(d)) => Ttl::For(d),
         };
+        let weight = match &self.weigher {
+            Some(w) => args::weigh(w.bind(py), value.bind(py))?,
+            None => 1,
+        };
         let mut trash = Vec::new();
         let old = with_key(key, |q| {
             self.store
                 .0
-                .set(ByteKey::new(q.tag, q.bytes), value, ttl, &mut trash)
+                .set_weighted(ByteKey::new(q.tag, q.bytes), value, ttl, weight, &mut trash)
         })?;
         drop(old);
         drop(trash);
@@ -426,6 +460,26 @@ impl Cache {
     /// Test hook: run one cleanup sweep now; returns how many entries it removed.
     fn _sweep(&self) -> usize {
         self.store.0.sweep(drop)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // So a weigher that refers back to its cache is collectable.
+        visit.call(&self.weigher)
+    }
+
+    /// Diagnostics: bytes of Rust memory the store holds (slabs, tables, queues, sketches;
+    /// not key bytes on the heap nor the values' Python objects).
+    fn _memory_bytes(&self) -> usize {
+        self.store.0.memory_bytes()
+    }
+
+    /// The eviction policy: ``"lru"`` or ``"tinylfu"``.
+    #[getter]
+    fn policy(&self) -> &'static str {
+        match self.store.0.policy() {
+            Policy::Lru => "lru",
+            Policy::TinyLfu => "tinylfu",
+        }
     }
 }
 
@@ -536,6 +590,7 @@ fn settle(py: Python<'_>, mut fx: Fx) {
 /// The state shared by a cached agent and its in-flight handles.
 struct Shared {
     store: PyStore<[u8; 32]>,
+    weigher: Option<Py<PyAny>>,
     flights: Flights,
     closed: AtomicBool,
 }
@@ -599,7 +654,26 @@ impl Shared {
 
     /// End the flight `lease` of `key` with `outcome`: cache a value (unless invalidated
     /// meanwhile or closed), hand the outcome to every follower and wake the async ones.
-    fn finish(&self, py: Python<'_>, key: &[u8; 32], lease: Lease, outcome: Outcome) {
+    /// A weigher that fails turns the outcome into its error (returned, and shared with the
+    /// followers); nothing is cached then.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        key: &[u8; 32],
+        lease: Lease,
+        outcome: Outcome,
+    ) -> PyResult<()> {
+        // The weigher is user code: it runs here, before any lock is taken.
+        let (outcome, weight, failed) = match (&self.weigher, &outcome) {
+            (Some(w), Outcome::Value(v)) => match args::weigh(w.bind(py), v.bind(py)) {
+                Ok(n) => (outcome, n, None),
+                Err(e) => {
+                    let f = Failure::new(e.value(py).clone().into_any());
+                    (Outcome::Error(Arc::new(f)), 0, Some(e))
+                }
+            },
+            _ => (outcome, 1, None),
+        };
         let mut trash = Vec::new();
         let mut fx = Fx::new();
         self.flights.finish(
@@ -608,9 +682,13 @@ impl Shared {
             &outcome,
             |v| {
                 if !self.closed.load(Ordering::Relaxed) {
-                    let old = self
-                        .store
-                        .set(*key, v.clone_ref(py), Ttl::Default, &mut trash);
+                    let old = self.store.set_weighted(
+                        *key,
+                        v.clone_ref(py),
+                        Ttl::Default,
+                        weight,
+                        &mut trash,
+                    );
                     trash.extend(old);
                 }
             },
@@ -619,6 +697,7 @@ impl Shared {
         settle(py, fx);
         drop(trash);
         drop(outcome);
+        failed.map_or(Ok(()), Err)
     }
 
     fn invalidate(&self, key: &[u8; 32]) -> bool {
@@ -759,7 +838,8 @@ impl CachedAgentCore {
 #[pymethods]
 impl CachedAgentCore {
     #[new]
-    #[pyo3(signature = (call, max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false))]
+    #[pyo3(signature = (call, max_size, ttl, cleanup_interval, enable_stats, key_generator, _manual_clock=false, *, policy=None, max_weight=None, weigher=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         call: Py<PyAny>,
         max_size: &Bound<'_, PyAny>,
@@ -768,8 +848,13 @@ impl CachedAgentCore {
         enable_stats: bool,
         key_generator: Option<Py<PyAny>>,
         _manual_clock: bool,
+        policy: Option<&Bound<'_, PyAny>>,
+        max_weight: Option<&Bound<'_, PyAny>>,
+        weigher: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max_size = max_size_arg(max_size)?;
+        let policy = args::cache_policy(policy)?;
+        let (max_weight, weigher) = args::cache_weights(max_weight, weigher)?;
         let ttl = seconds_arg("ttl", ttl)?.flatten();
         let interval = seconds_arg("cleanup_interval", Some(cleanup_interval))?.flatten();
         let clock = if _manual_clock {
@@ -778,7 +863,8 @@ impl CachedAgentCore {
             AnyClock::Mono
         };
         let shared = Arc::new(Shared {
-            store: make_store(max_size, ttl, enable_stats, clock)?,
+            store: make_store(max_size, ttl, enable_stats, clock, (policy, max_weight))?,
+            weigher,
             flights: Flights::new(),
             closed: AtomicBool::new(false),
         });
@@ -794,6 +880,7 @@ impl CachedAgentCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // So an agent or key_generator that refers back to its cache is collectable.
         visit.call(&self.call)?;
+        visit.call(&self.shared.weigher)?;
         visit.call(&self.key_gen)
     }
 
@@ -821,7 +908,7 @@ impl CachedAgentCore {
                         // Cancellation, exit: the next caller leads.
                         Err(_) => Outcome::Retry,
                     };
-                    self.shared.finish(py, &key, lease, outcome);
+                    self.shared.finish(py, &key, lease, outcome)?;
                     return r.map(Bound::unbind);
                 }
                 Joined::Wait(ticket) if crate::aio::in_running_loop(py)? => {
@@ -1009,12 +1096,13 @@ impl Flight {
         }
     }
 
-    fn end(&self, py: Python<'_>, outcome: Outcome) {
+    fn end(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
         if let Some(lease) = self.lead {
             if !self.done.swap(true, Ordering::AcqRel) {
-                self.shared.finish(py, &self.key, lease, outcome);
+                return self.shared.finish(py, &self.key, lease, outcome);
             }
         }
+        Ok(())
     }
 }
 
@@ -1033,18 +1121,18 @@ impl Flight {
     }
 
     /// Leader: the agent returned ``value``.
-    fn succeed(&self, py: Python<'_>, value: Py<PyAny>) {
-        self.end(py, Outcome::Value(Arc::new(value)));
+    fn succeed(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<()> {
+        self.end(py, Outcome::Value(Arc::new(value)))
     }
 
     /// Leader: the agent raised ``exc`` (an ``Exception``); it is shared, not cached.
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
-        self.end(py, Outcome::Error(Arc::new(Failure::new(exc))));
+        let _ = self.end(py, Outcome::Error(Arc::new(Failure::new(exc))));
     }
 
     /// Leader: cancelled (or a ``BaseException``); a waiter or the next caller runs the agent.
     fn abandon(&self, py: Python<'_>) {
-        self.end(py, Outcome::Retry);
+        let _ = self.end(py, Outcome::Retry);
     }
 
     /// Waiter: ``(True, value)``, the leader's exception raised, or ``(False, None)`` if the
@@ -1076,7 +1164,9 @@ impl Flight {
 impl Drop for Flight {
     fn drop(&mut self) {
         if self.lead.is_some() && !self.done.load(Ordering::Acquire) {
-            Python::attach(|py| self.end(py, Outcome::Retry));
+            Python::attach(|py| {
+                let _ = self.end(py, Outcome::Retry);
+            });
         }
         if let Some(t) = &self.ticket {
             drop(t.withdraw());
