@@ -9,7 +9,7 @@ See the README for the tour; ``python -m agentperf report`` measures it on this 
 
 from __future__ import annotations
 
-from . import _agentperf
+from . import _agentperf, metrics
 from ._agentperf import hash_key
 from .adaptive import AdaptiveConcurrency, AdaptiveStats
 from .agent import Agent, AgentAdapter
@@ -74,6 +74,7 @@ __all__ = [
     "__version__",
     "cached",
     "hash_key",
+    "metrics",
 ]
 
 # The package's one fork and exit hook (parts register with it): see `_lifecycle`.

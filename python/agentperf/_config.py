@@ -103,3 +103,26 @@ def cache_policy(value: Any) -> str:
     if value not in ("lru", "tinylfu"):
         raise ValueError(f"policy={show(value)}: must be 'lru' or 'tinylfu'")
     return value
+
+
+NAME_MAX = 128
+"""Longest ``name=`` of a pool, cache, executor, semaphore or limiter."""
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-")
+
+
+def name(value: Any, field: str = "name") -> str | None:
+    """``None`` or an object's metrics name: 1 to :data:`NAME_MAX` characters of
+    ``A-Za-z0-9_.:/-``, so it is a label value and a key part that breaks nothing."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{field}={show(value)}: expected a str or None, got {type(value).__name__}"
+        )
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValueError(f"{field}={show(value)}: must be 1 to {NAME_MAX} characters long")
+    if not _NAME_CHARS.issuperset(value):
+        raise ValueError(
+            f"{field}={show(value)}: may hold only letters, digits and the characters _ . : / -"
+        )
+    return str(value)

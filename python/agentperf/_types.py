@@ -65,6 +65,7 @@ class BatchOptions(TypedDict, total=False):
     item_timeout: Seconds | None
     error_policy: ErrorPolicy | str
     enable_stats: bool
+    name: str | None
 
 
 class ExecutorOptions(BatchOptions, total=False):

@@ -16,6 +16,7 @@ decorator.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import weakref
@@ -23,12 +24,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import _lifecycle
-from ._agentperf import Cache, CachedAgentCore, CacheStats, Flight
+from ._agentperf import Cache as _Cache
+from ._agentperf import CachedAgentCore, CacheStats, Flight
 from ._closeable import Closeable
+from ._config import name as _valid_name
 from ._config import optional_callable
 from ._runner import UNBOUNDED_MIN, Runner, widen
 from .agent import adapt
 from .config import CacheConfig, build
+from .metrics import _registry
 
 if TYPE_CHECKING:
     from ._types import SupportsAexecute, SupportsAinvoke, SupportsExecute, SupportsInvoke
@@ -40,6 +44,43 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 I = TypeVar("I")  # noqa: E741 - the input type, as API.md writes CachedAgent[I, O]
 O = TypeVar("O")  # noqa: E741 - the output type
+
+
+class Cache(_Cache):
+    """A sharded, thread-safe TTL/LRU (or W-TinyLFU) cache for ``str`` and ``bytes`` keys.
+
+    ``Cache(max_size=10_000, ttl=None, *, cleanup_interval=60.0, enable_stats=True,
+    policy="lru", max_weight=None, weigher=None, name=None)``; an argument given as ``None``
+    takes its default. ``name`` (1 to 128 characters of ``A-Za-z0-9_.:/-``) exports the
+    cache in the metrics (:mod:`agentperf.metrics`) while it lives.
+
+    >>> c = Cache(max_size=2, name="profiles")
+    >>> c.set("a", 1); c.get("a"), c.name
+    (1, 'profiles')
+    """
+
+    __slots__ = ("_name",)
+    _name: str | None
+
+    def __new__(
+        cls,
+        max_size: int | None = None,
+        ttl: float | datetime.timedelta | None = None,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> Cache:
+        valid = _valid_name(name)
+        self = super().__new__(cls, max_size, ttl, **options)
+        self._name = valid
+        if valid is not None:
+            _registry.register("cache", self)
+        return self
+
+    @property
+    def name(self) -> str | None:
+        """The cache's name in the metrics; ``None``: not exported."""
+        return self._name
 
 
 class _Leading:
@@ -108,7 +149,15 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         self._keyfn = cfg.key_generator
         self._runner = runner
         _CACHED.add(self)
+        if cfg.name is not None:
+            _registry.register("cache", self)
         return self
+
+    @property
+    def name(self) -> str | None:
+        """The cached agent's name in the metrics (``config.name``); ``None``: not
+        exported."""
+        return self.config.name
 
     def _widen_runner(self, limit: int) -> None:  # a BatchExecutor of that max_concurrency
         self._runner.widen(limit)
@@ -249,6 +298,7 @@ def cached(
     ttl: float | None = 60.0,
     key: Callable[..., str | bytes] | None = None,
     cleanup_interval: float = 60.0,
+    name: str | None = None,
 ) -> _Decorator: ...
 def cached(
     fn: Callable[..., Any] | None = None,
@@ -258,12 +308,13 @@ def cached(
     ttl: float | None = 60.0,
     key: Callable[..., str | bytes] | None = None,
     cleanup_interval: float = 60.0,
+    name: str | None = None,
 ) -> Any:
     """Cache a sync or async function's results, with single-flight.
 
     The key is ``hash_key((args, kwargs))`` unless ``key(*args, **kwargs)`` (returning str or
     bytes) is given. The wrapper has ``cache_stats()``, ``cache_invalidate(*args, **kwargs)``
-    and ``cache_clear()``.
+    and ``cache_clear()``. ``name`` exports its cache in the metrics (:mod:`agentperf.metrics`).
 
     >>> @cached(max_size=100, ttl=60.0)
     ... def square(x):
@@ -271,7 +322,7 @@ def cached(
     >>> square(3), square(3), square.cache_stats().hits
     (9, 9, 1)
     """
-    cfg = CacheConfig(max_size=max_size, ttl=ttl, cleanup_interval=cleanup_interval)
+    cfg = CacheConfig(max_size=max_size, ttl=ttl, cleanup_interval=cleanup_interval, name=name)
     optional_callable("key", key)
 
     def decorate(f: Callable[..., Any]) -> Any:

@@ -48,6 +48,9 @@ class CacheConfig:
     an output heavier than it is returned but not stored."""
     weigher: Callable[[Any], int] | None = None
     """``value -> int >= 0`` (e.g. ``len``); required with ``max_weight``."""
+    name: str | None = None
+    """The cached agent's name in the metrics (:mod:`agentperf.metrics`): 1 to 128 characters
+    of ``A-Za-z0-9_.:/-``; ``None`` (the default) is not exported."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -67,6 +70,7 @@ class CacheConfig:
         set_(self, "weigher", v.optional_callable("weigher", self.weigher))
         if self.max_weight is not None and self.weigher is None:
             raise ValueError("weigher=None: max_weight needs a weigher (value -> int)")
+        set_(self, "name", v.name(self.name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +95,9 @@ class PoolConfig:
     """Seconds between rounds of the shared cleanup thread for this pool."""
     check: Callable[[Any], bool] | None = None
     """Runs before a reused agent is handed out; falsy or raising destroys it."""
+    name: str | None = None
+    """The pool's name in the metrics (:mod:`agentperf.metrics`): 1 to 128 characters of
+    ``A-Za-z0-9_.:/-``; ``None`` (the default) is not exported."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -114,6 +121,7 @@ class PoolConfig:
             v.seconds("cleanup_interval", self.cleanup_interval, allow_none=False),
         )
         set_(self, "check", v.optional_callable("check", self.check))
+        set_(self, "name", v.name(self.name))
 
 
 class ErrorPolicy(enum.Enum):
@@ -140,6 +148,9 @@ class BatchConfig:
     """:attr:`ErrorPolicy.CONTINUE` or :attr:`ErrorPolicy.FAIL_FAST`."""
     enable_stats: bool = True
     """Keep cumulative statistics in :meth:`BatchExecutor.stats`."""
+    name: str | None = None
+    """The executor's name in the metrics (:mod:`agentperf.metrics`): 1 to 128 characters of
+    ``A-Za-z0-9_.:/-``; ``None`` (the default) is not exported."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -165,6 +176,7 @@ class BatchConfig:
             )
         set_(self, "error_policy", policy)
         set_(self, "enable_stats", v.boolean("enable_stats", self.enable_stats))
+        set_(self, "name", v.name(self.name))
 
 
 def _is_adaptive(value: Any) -> bool:

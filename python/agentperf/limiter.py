@@ -30,10 +30,12 @@ from typing import Any
 from . import _meter
 from ._agentperf import RateLimiter as _RustRateLimiter
 from ._agentperf import RateLimiterStats
+from ._config import name as _valid_name
 from ._config import show as _show
 from ._config import wait as _wait
 from ._http import retry_after, status_of
 from .agent import adapt
+from .metrics import _registry
 
 __all__ = ["RateLimitedAgent", "RateLimiter", "RateLimiterStats"]
 
@@ -49,13 +51,35 @@ class RateLimiter(_RustRateLimiter):
     ``acquire(cost=1.0, timeout=None) -> bool`` blocks a thread (``timeout=0``: do not wait);
     ``await aacquire(cost=1.0, timeout=None) -> bool`` waits without blocking the loop;
     ``try_acquire(cost=1.0) -> bool``; ``pause(seconds)``; ``stats()``; ``rate``, ``per``,
-    ``burst``, ``waiting``, ``paused_for``.
+    ``burst``, ``waiting``, ``paused_for``. ``name=`` (1 to 128 characters of
+    ``A-Za-z0-9_.:/-``) exports it in the metrics (:mod:`agentperf.metrics`) while it lives.
 
     ``acquire`` on a thread whose event loop is running raises ``RuntimeError`` when it would
     have to wait: inside a coroutine use ``await limiter.aacquire()``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_name",)
+    _name: str | None
+
+    def __new__(
+        cls,
+        rate: float,
+        per: float | datetime.timedelta = 1.0,
+        burst: float | None = None,
+        *,
+        name: str | None = None,
+    ) -> RateLimiter:
+        valid = _valid_name(name)
+        self = super().__new__(cls, rate, per, burst)
+        self._name = valid
+        if valid is not None:
+            _registry.register("limiter", self)
+        return self
+
+    @property
+    def name(self) -> str | None:
+        """The limiter's name in the metrics; ``None``: not exported."""
+        return self._name
 
     async def aacquire(
         self, cost: float = 1.0, timeout: float | datetime.timedelta | None = None

@@ -55,6 +55,7 @@ from ._config import wait as _wait
 from ._runner import InThread, Runner, run
 from .agent import _is_async_callable, adapt
 from .config import PoolConfig, build
+from .metrics import _registry
 
 if TYPE_CHECKING:
     from ._types import SupportsAexecute, SupportsExecute
@@ -276,6 +277,8 @@ class AgentPool(_Pool, Closeable, Generic[A]):
         self._runner = runner
         self._async_factory = _is_async_callable(factory)
         self._filled = self._async_factory is False
+        if cfg.name is not None:
+            _registry.register("pool", self)
         return self
 
     @overload
@@ -309,6 +312,11 @@ class AgentPool(_Pool, Closeable, Generic[A]):
     def config(self) -> PoolConfig:
         """The pool's :class:`PoolConfig`."""
         return self._config
+
+    @property
+    def name(self) -> str | None:
+        """The pool's name in the metrics (``config.name``); ``None``: not exported."""
+        return self._config.name
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -24,7 +24,9 @@ import math
 from types import TracebackType
 
 from ._agentperf import Semaphore as _RustSemaphore
+from ._config import name as _valid_name
 from ._config import wait as _wait
+from .metrics import _registry
 
 __all__ = ["Semaphore"]
 
@@ -35,7 +37,8 @@ class Semaphore(_RustSemaphore):
     ``acquire(timeout=None) -> bool`` blocks a thread (``timeout=0``: do not wait);
     ``await aacquire(timeout=None) -> bool`` waits without blocking the loop; ``release()``;
     ``try_acquire() -> bool``; ``with sem:`` and ``async with sem:``; ``available``,
-    ``permits``, ``waiting``.
+    ``permits``, ``waiting``. ``name=`` (1 to 128 characters of ``A-Za-z0-9_.:/-``) exports
+    it in the metrics (:mod:`agentperf.metrics`) while it lives.
 
     ``with sem:`` blocks the calling thread: inside a coroutine use ``async with sem:``. On a
     thread whose event loop is running, ``acquire()`` and ``with sem:`` take a free permit at
@@ -43,7 +46,21 @@ class Semaphore(_RustSemaphore):
     that very loop, which could then never run to release it).
     """
 
-    __slots__ = ()
+    __slots__ = ("_name",)
+    _name: str | None
+
+    def __new__(cls, permits: int, *, name: str | None = None) -> Semaphore:
+        valid = _valid_name(name)
+        self = super().__new__(cls, permits)
+        self._name = valid
+        if valid is not None:
+            _registry.register("semaphore", self)
+        return self
+
+    @property
+    def name(self) -> str | None:
+        """The semaphore's name in the metrics; ``None``: not exported."""
+        return self._name
 
     async def aacquire(self, timeout: float | datetime.timedelta | None = None) -> bool:
         """Take a permit, waiting (FIFO) up to ``timeout`` seconds (``None``: forever).

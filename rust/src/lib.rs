@@ -21,6 +21,7 @@ pub mod errors {
     pub mod core;
     pub use self::core::CoreError;
 }
+pub mod histogram;
 #[cfg(feature = "python")]
 pub mod keys;
 /// The PyO3-free key writer alone (the walker needs the `python` feature).
@@ -67,6 +68,9 @@ mod _agentperf {
 
     #[pymodule_export]
     use crate::semaphore::{Semaphore, SemaphoreWait};
+
+    #[pymodule_export]
+    use crate::histogram::PyHistogram;
 
     #[pymodule_export]
     use crate::limiter::{RateLimiter, RateLimiterStats, RateLimiterWait};

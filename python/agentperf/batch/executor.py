@@ -17,11 +17,13 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from .._agentperf import _Histogram
 from .._closeable import Closeable
 from .._config import show
 from .._runner import run, widen
 from ..agent import adapt
 from ..config import BatchConfig, build
+from ..metrics import _registry
 from ..semaphore import Semaphore
 from .attempt import Call, layered
 from .checks import check_inputs, check_progress, limits, refuse_in_loop
@@ -157,6 +159,26 @@ class BatchExecutor(Closeable, Generic[I, O]):
         self._success = 0
         self._failed = 0
         self._cancelled = 0
+        self._attempts = 0
+        self._throttled_s = 0.0
+        # Item durations (metrics): kept only for a named executor, so an unnamed one's
+        # items pay nothing for it.
+        self._item_hist: _Histogram | None = None
+        if self.config.name is not None:
+            self._item_hist = _Histogram()
+            _registry.register("batch", self)
+
+    @property
+    def name(self) -> str | None:
+        """The executor's name in the metrics (``config.name``); ``None``: not exported."""
+        return self.config.name
+
+    def _item_histogram(self) -> tuple[list[int], float]:
+        """Durations of the finished items (metrics): ``(counts per bucket, sum_s)``."""
+        h = self._item_hist
+        if h is None:
+            return [0] * (len(_Histogram.bounds()) + 1), 0.0
+        return h.snapshot()
 
     @property
     def _ceiling(self) -> int:
@@ -359,6 +381,8 @@ class BatchExecutor(Closeable, Generic[I, O]):
             self._success += st.success_count
             self._failed += st.failure_count
             self._cancelled += st.cancelled_count
+            self._attempts += st.attempts
+            self._throttled_s += st.throttled_s
 
     def stats(self) -> BatchExecutorStats:
         """Totals across every batch this executor ran (zeros when ``enable_stats=False``)."""
@@ -370,6 +394,8 @@ class BatchExecutor(Closeable, Generic[I, O]):
                 success_tasks=self._success,
                 failed_tasks=self._failed,
                 cancelled_tasks=self._cancelled,
+                attempts=self._attempts,
+                throttled_s=self._throttled_s,
                 success_rate=100.0 * self._success / total if total else 0.0,
                 concurrency=self._ceiling if self._adaptive is None else self._adaptive.limit,
             )

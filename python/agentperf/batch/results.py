@@ -107,6 +107,10 @@ class BatchExecutorStats:
     failed_tasks: int
     cancelled_tasks: int
     success_rate: float
+    attempts: int = 0
+    """Agent calls made, retries included, summed over the batches."""
+    throttled_s: float = 0.0
+    """Seconds items spent waiting for rate limits, summed over the batches."""
     concurrency: int = dataclasses.field(default=0, compare=False)
     """The concurrency limit in force now (``max_concurrency``, or an adaptive limit's): a
     gauge, not a total, so it takes no part in comparisons."""

@@ -25,7 +25,7 @@ from .channel import Channel
 from .inputs import Inputs
 from .results import BatchError, BatchItem, BatchStats
 from .stop import Stop
-from .tally import Tally
+from .tally import BLOCK, Tally
 
 if TYPE_CHECKING:
     from .executor import BatchExecutor
@@ -69,7 +69,7 @@ class Run:
         self.stop: Stop | None = None
         self.fatal: BaseException | None = None
         self.errors: list[BatchError] = []
-        self.tally = Tally()
+        self.tally = Tally(ex._item_hist)
         self.meter = Meter()  # what the call's wrappers report: retries, throttled seconds
         self.calls = 0  # calls of the (layered) agent started by the general worker
         self.streaming = streaming
@@ -174,6 +174,7 @@ class Run:
             total = taken
             del self.outputs[taken:]
         m = self.meter
+        self.tally.flush()
         self.stats = self.tally.to_stats(
             total if total is not None else taken,
             duration,
@@ -232,6 +233,8 @@ class Run:
         ok, calls, t_sum, t_min, t_max = 0, 0, 0.0, _INF, 0.0
         i, x, hi = -1, None, -1
         t0 = 0.0
+        # A named executor's durations, observed a block at a time (see Tally.observe).
+        durations: list[float] | None = None if self.tally.hist is None else []
         METER.set(self.meter)
         try:
             for i, x in pairs:
@@ -254,6 +257,11 @@ class Run:
                     t_min = dt
                 if dt > t_max:
                     t_max = dt
+                if durations is not None:
+                    durations.append(dt)
+                    if len(durations) >= BLOCK:
+                        self.tally.observe(durations)
+                        durations.clear()
         except asyncio.CancelledError:
             # Only `await fn(x)` suspends, so item i was running.
             if self.stop is Stop.TIMEOUT:
@@ -261,6 +269,8 @@ class Run:
         except BaseException as e:  # the input iterable raised
             self._fatal(e)
         finally:
+            if durations:
+                self.tally.observe(durations)
             self.tally.add(ok, t_sum, t_min, t_max)
             self.calls += calls
             self.inputs.took(hi)

@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .results import BatchStats
 
-__all__ = ["Tally"]
+if TYPE_CHECKING:
+    from .._agentperf import _Histogram
+
+__all__ = ["BLOCK", "Tally"]
 
 _INF = float("inf")
 
+BLOCK = 256
+"""Item durations are buffered and observed into the executor's histogram this many at a
+time (one Rust call per block), so per item it costs a list append."""
+
 
 class Tally:
-    """Successes, failures and the sum, min and max of their durations (seconds)."""
+    """Successes, failures and the sum, min and max of their durations (seconds); with a
+    histogram (a named executor's), every duration observed into it too."""
 
-    __slots__ = ("failed", "max_s", "min_s", "succeeded", "sum_s")
+    __slots__ = ("buf", "failed", "hist", "max_s", "min_s", "succeeded", "sum_s")
 
-    def __init__(self) -> None:
+    def __init__(self, hist: _Histogram | None = None) -> None:
         self.succeeded = 0
         self.failed = 0
         self.sum_s = 0.0
         self.min_s = _INF
         self.max_s = 0.0
+        self.hist = hist
+        self.buf: list[float] | None = None if hist is None else []
+
+    def observe(self, durations: list[float]) -> None:
+        """Observe ``durations`` (a worker's block) into the histogram, if any."""
+        if self.hist is not None and durations:
+            self.hist.observe_many(durations)
+
+    def flush(self) -> None:
+        """Observe what :meth:`record` buffered."""
+        buf = self.buf
+        if buf:
+            self.observe(buf)
+            buf.clear()
 
     @property
     def finished(self) -> int:
@@ -37,6 +61,11 @@ class Tally:
             self.min_s = dt
         if dt > self.max_s:
             self.max_s = dt
+        buf = self.buf
+        if buf is not None:
+            buf.append(dt)
+            if len(buf) >= BLOCK:
+                self.flush()
 
     def add(self, succeeded: int, sum_s: float, min_s: float, max_s: float) -> None:
         """Successes counted elsewhere (the fast worker keeps them in locals)."""

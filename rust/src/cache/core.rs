@@ -67,11 +67,12 @@
 use super::sketch::{Climber, Sketch};
 use crate::clock::{Clock, MonotonicClock, Nanos};
 use hashbrown::HashTable;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -326,7 +327,67 @@ struct Inner<K, V> {
 
 // Keep shards on separate cache lines.
 #[repr(align(128))]
-struct Shard<K, V>(Mutex<Inner<K, V>>);
+struct Shard<K, V>(Mutex<Inner<K, V>>, Published);
+
+/// A shard's counters, size and weight as the last lock holder left them: [`Cache::stats`]
+/// and [`Cache::len`] read these, so reading the metrics never takes a lock the hit path
+/// holds. Written only under the shard lock (plain stores, no read-modify-write), next to
+/// the lock on the shard's own cache lines.
+#[derive(Default)]
+struct Published {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    len: AtomicUsize,
+    weight: AtomicU64,
+}
+
+impl Published {
+    fn publish<K, V>(&self, g: &Inner<K, V>) {
+        self.hits.store(g.hits, Relaxed);
+        self.misses.store(g.misses, Relaxed);
+        self.evictions.store(g.evictions, Relaxed);
+        self.expirations.store(g.expirations, Relaxed);
+        self.len.store(g.len, Relaxed);
+        self.weight.store(g.weight, Relaxed);
+    }
+}
+
+/// A shard's lock held by a method that may change its size or counters: publishes them
+/// ([`Published`]) when dropped, before the lock is released.
+struct Locked<'a, K, V> {
+    g: MutexGuard<'a, Inner<K, V>>,
+    seen: &'a Published,
+}
+
+impl<K, V> Drop for Locked<'_, K, V> {
+    fn drop(&mut self) {
+        self.seen.publish(&self.g);
+    }
+}
+
+impl<K, V> Deref for Locked<'_, K, V> {
+    type Target = Inner<K, V>;
+    fn deref(&self) -> &Inner<K, V> {
+        &self.g
+    }
+}
+
+impl<K, V> DerefMut for Locked<'_, K, V> {
+    fn deref_mut(&mut self) -> &mut Inner<K, V> {
+        &mut self.g
+    }
+}
+
+impl<K, V> Shard<K, V> {
+    fn locked(&self) -> Locked<'_, K, V> {
+        Locked {
+            g: self.0.lock(),
+            seen: &self.1,
+        }
+    }
+}
 
 impl<K: Key, V> Inner<K, V> {
     fn new(cap: usize, policy: Policy, max_weight: u64) -> Self {
@@ -833,11 +894,10 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         let mw = max_weight.unwrap_or(u64::MAX);
         let shards = (0..n)
             .map(|i| {
-                Shard(Mutex::new(Inner::new(
-                    per + usize::from(i < rem),
-                    policy,
-                    mw,
-                )))
+                Shard(
+                    Mutex::new(Inner::new(per + usize::from(i < rem), policy, mw)),
+                    Published::default(),
+                )
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -887,8 +947,8 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     }
 
     #[inline]
-    fn shard(&self, h: u64) -> &Mutex<Inner<K, V>> {
-        &self.shards[self.shard_of(h)].0
+    fn shard(&self, h: u64) -> &Shard<K, V> {
+        &self.shards[self.shard_of(h)]
     }
 
     /// Look `q` up. On a live entry: mark it most recently used and return `f(&value)`
@@ -907,10 +967,12 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         Q: Query<K> + ?Sized,
     {
         let h = q.hash64();
-        let mut g = self.shard(h).lock();
+        let sh = self.shard(h);
+        let mut g = sh.0.lock();
         let Some(i) = g.find(h, q) else {
             if self.count && count_miss {
                 g.misses += 1;
+                sh.1.misses.store(g.misses, Relaxed);
             }
             return None;
         };
@@ -923,12 +985,14 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
                     g.misses += 1;
                 }
             }
+            sh.1.publish(&g);
             trash.push(v);
             return None;
         }
         g.touch(i, h, true);
         if self.count {
             g.hits += 1;
+            sh.1.hits.store(g.hits, Relaxed);
         }
         Some(f(&g.node(i).value))
     }
@@ -936,7 +1000,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     /// Whether `q` has a live entry; counts nothing and does not touch the LRU order.
     pub fn contains<Q: Query<K> + ?Sized>(&self, q: &Q) -> bool {
         let h = q.hash64();
-        let g = self.shard(h).lock();
+        let g = self.shard(h).0.lock();
         match g.find(h, q) {
             Some(i) => {
                 let e = g.node(i).expires;
@@ -980,7 +1044,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         };
         let expires = life.map_or(NEVER, |l| now.saturating_add(l).min(NEVER - 1));
         let h = Key::hash64(&key);
-        let mut g = self.shard(h).lock();
+        let mut g = self.shard(h).locked();
         if weight > g.max_weight {
             if let Some(i) = g.find(h, &key) {
                 trash.push(g.remove_at(i, h));
@@ -1103,7 +1167,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     /// Remove `q`; true if an entry (live or expired) was there. Its value goes to `trash`.
     pub fn remove<Q: Query<K> + ?Sized>(&self, q: &Q, trash: &mut Vec<V>) -> bool {
         let h = q.hash64();
-        let mut g = self.shard(h).lock();
+        let mut g = self.shard(h).locked();
         match g.find(h, q) {
             Some(i) => {
                 let e = g.node(i).expires;
@@ -1121,7 +1185,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
     /// Remove every entry; the values go to `trash`. Counters are kept.
     pub fn clear(&self, trash: &mut Vec<V>) {
         for s in self.shards.iter() {
-            let mut g = s.0.lock();
+            let mut g = s.locked();
             let slab = std::mem::take(&mut g.slab);
             g.table = HashTable::new();
             g.free = Vec::new();
@@ -1141,7 +1205,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
 
     /// Entries held (expired ones not yet removed included).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().len).sum()
+        self.shards.iter().map(|s| s.1.len.load(Relaxed)).sum()
     }
 
     /// No entry held.
@@ -1168,7 +1232,8 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         }
     }
 
-    /// The counters and the size.
+    /// The counters and the size. Reads atomics only (no shard lock): each figure is exact
+    /// as of the last operation on its shard; shards are read one after the other.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
             hits: self.noted_hits.load(Relaxed),
@@ -1176,13 +1241,13 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
             ..Stats::default()
         };
         for sh in self.shards.iter() {
-            let g = sh.0.lock();
-            s.hits += g.hits;
-            s.misses += g.misses;
-            s.evictions += g.evictions;
-            s.expirations += g.expirations;
-            s.size += g.len;
-            s.weight += g.weight;
+            let p = &sh.1;
+            s.hits += p.hits.load(Relaxed);
+            s.misses += p.misses.load(Relaxed);
+            s.evictions += p.evictions.load(Relaxed);
+            s.expirations += p.expirations.load(Relaxed);
+            s.size += p.len.load(Relaxed);
+            s.weight += p.weight.load(Relaxed);
         }
         s
     }
@@ -1195,7 +1260,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         for s in self.shards.iter() {
             let mut start = 0usize;
             loop {
-                let mut g = s.0.lock();
+                let mut g = s.locked();
                 if g.expiring == 0 || start >= g.slab.len() {
                     break;
                 }
@@ -1281,7 +1346,7 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
 
     /// Entries held in each shard (for tests and diagnostics).
     pub fn shard_lens(&self) -> Vec<usize> {
-        self.shards.iter().map(|s| s.0.lock().len).collect()
+        self.shards.iter().map(|s| s.1.len.load(Relaxed)).collect()
     }
 }
 
@@ -1492,6 +1557,56 @@ mod tests {
                 "live entry {i} kept"
             );
         }
+    }
+
+    #[test]
+    fn stats_and_len_take_no_shard_lock_and_match_a_locked_count() {
+        let (c, clock) = new(4, Some(Duration::from_secs(10)));
+        for i in 0..6 {
+            set(&c, &i.to_string(), i);
+        }
+        let mut t = Vec::new();
+        assert!(c.get(&q("5"), |v| *v, &mut t, true).is_some());
+        assert!(c.get(&q("0"), |v| *v, &mut t, true).is_none());
+        clock.advance(Duration::from_secs(11));
+        assert!(c.get(&q("4"), |v| *v, &mut t, true).is_none()); // expired on read
+        let c = Arc::new(c);
+        let locked = {
+            let g = c.shards[0].0.lock();
+            (
+                g.hits,
+                g.misses,
+                g.evictions,
+                g.expirations,
+                g.len,
+                g.weight,
+            )
+        };
+        // Read from another thread while this one holds the only shard's lock: a reader that
+        // locked would never answer.
+        let guard = c.shards[0].0.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = Arc::clone(&c);
+        std::thread::spawn(move || {
+            let _ = tx.send((c2.stats(), c2.len()));
+        });
+        let (s, len) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stats() waited for the shard lock");
+        drop(guard);
+        assert_eq!(
+            (
+                s.hits,
+                s.misses,
+                s.evictions,
+                s.expirations,
+                s.size,
+                s.weight
+            ),
+            locked
+        );
+        assert_eq!((s.hits, s.misses, s.evictions, s.expirations), (1, 2, 2, 1));
+        assert_eq!((len, s.size), (3, 3));
     }
 
     #[test]

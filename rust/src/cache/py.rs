@@ -225,7 +225,7 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
 /// >>> c = Cache(max_size=2)
 /// >>> c.set("a", 1); c.get("a")
 /// 1
-#[pyclass(frozen, weakref, module = "agentperf")]
+#[pyclass(frozen, subclass, weakref, module = "agentperf")]
 pub struct Cache {
     store: Arc<Swept<ByteKey>>,
     weigher: Option<Py<PyAny>>,

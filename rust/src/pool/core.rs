@@ -19,6 +19,7 @@
 
 use crate::clock::{to_nanos, Clock, Nanos};
 use crate::errors::core::CoreError;
+use crate::histogram::{self, Histogram};
 use crate::sync::atomic::{fence, AtomicBool, AtomicUsize};
 use crate::sync::channel::{self, Receiver, Sender};
 use crate::sync::Mutex;
@@ -192,6 +193,11 @@ pub struct PoolCore<T, N, C> {
     waits: AtomicU64,
     timeouts: AtomicU64,
     wait_ns: AtomicU64,
+    /// Waits that ended with a grant ([`Self::take`] of an object or a slot): the acquires
+    /// that did not wait are `acquired - granted_waits`, so the fast path observes nothing.
+    granted_waits: AtomicU64,
+    /// Every wait (timed out, withdrawn or granted), by duration.
+    wait_hist: Histogram,
 }
 
 impl<T, N, C: Clock> PoolCore<T, N, C> {
@@ -224,6 +230,8 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
             waits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
+            granted_waits: AtomicU64::new(0),
+            wait_hist: Histogram::new(),
         }
     }
 
@@ -431,6 +439,9 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     /// What a woken waiter got: an object past `max_lifetime` is destroyed and its slot kept
     /// for the waiter, which then creates a fresh one.
     pub fn take(&self, h: Handoff<T>, fx: &mut Effects<T, N>) -> Handoff<T> {
+        if matches!(h, Handoff::Agent(_) | Handoff::Create) {
+            self.granted_waits.fetch_add(1, Relaxed);
+        }
         match h {
             Handoff::Agent(e) if self.expired_now(&e) => {
                 self.discard_keep_slot(e, true, fx);
@@ -444,6 +455,7 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
     pub fn record_wait(&self, waited: Duration, timed_out: bool) {
         self.waits.fetch_add(1, Relaxed);
         self.wait_ns.fetch_add(to_nanos(waited), Relaxed);
+        self.wait_hist.observe(waited);
         if timed_out {
             self.timeouts.fetch_add(1, Relaxed);
         }
@@ -593,6 +605,19 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         let acquired = self.acquired.load(SeqCst);
         self.released.fetch_max(acquired, SeqCst);
         self.size.store(idle, SeqCst);
+    }
+
+    /// The wait-time histogram: every wait, plus one observation of 0 s in the first bucket
+    /// for each acquire that did not wait (derived from the counters, so the fast path pays
+    /// nothing for it). Takes no lock.
+    pub fn wait_histogram(&self) -> histogram::Snapshot {
+        let mut s = self.wait_hist.snapshot();
+        let fast = self
+            .acquired
+            .load(Relaxed)
+            .saturating_sub(self.granted_waits.load(Relaxed));
+        s.counts[0] = s.counts[0].saturating_add(fast);
+        s
     }
 
     /// The counters now.

@@ -580,6 +580,12 @@ impl PyPool {
         )
     }
 
+    /// The wait-time histogram (metrics): `(counts per bucket, sum_s)`, one observation per
+    /// acquire (0 s for those that did not wait). Takes no lock.
+    fn _wait_histogram(&self) -> (Vec<u64>, f64) {
+        crate::histogram::py::snapshot_tuple(&self.core().wait_histogram())
+    }
+
     /// Number of agents leased through acquire/aacquire now.
     fn _leased(&self) -> usize {
         let leases = self.leases.lock();
