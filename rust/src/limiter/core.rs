@@ -34,7 +34,7 @@
 
 use crate::errors::CoreError as Error;
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -317,19 +317,86 @@ pub struct Stats {
 }
 
 /// A GCRA rate limiter shared by any number of waiters (see the module docs).
+///
+/// [`Limiter::stats`], [`Limiter::waiting`] and [`Limiter::paused_for`] read [`Published`]
+/// atomics, never the lock the acquires hold (the metrics read them at every scrape).
 #[derive(Debug)]
 pub struct Limiter<C, N> {
     params: Params,
     interval: f64,
     clock: C,
     inner: Mutex<Inner<N>>,
+    seen: Published,
+}
+
+/// The figures of [`Stats`] as the last lock holder left them (f64 as bits). Mirrors for
+/// readers, not part of the grant logic: plain std atomics even under loom.
+#[derive(Debug, Default)]
+struct Published {
+    granted: std::sync::atomic::AtomicU64,
+    acquired: std::sync::atomic::AtomicU64,
+    waited: std::sync::atomic::AtomicU64,
+    wait_s: std::sync::atomic::AtomicU64,
+    pause_start: std::sync::atomic::AtomicU64,
+    paused_until: std::sync::atomic::AtomicU64,
+    paused_done: std::sync::atomic::AtomicU64,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+impl Published {
+    fn publish<N>(&self, g: &Inner<N>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.granted.store(g.granted.to_bits(), Relaxed);
+        self.acquired.store(g.acquired, Relaxed);
+        self.waited.store(g.waited, Relaxed);
+        self.wait_s.store(g.wait_s.to_bits(), Relaxed);
+        self.pause_start.store(g.pause_start.to_bits(), Relaxed);
+        self.paused_until.store(g.paused_until.to_bits(), Relaxed);
+        self.paused_done.store(g.paused_done.to_bits(), Relaxed);
+        self.live.store(g.live, Relaxed);
+    }
+
+    fn f64(a: &std::sync::atomic::AtomicU64) -> f64 {
+        f64::from_bits(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The limiter's lock held by an operation: publishes the figures when dropped, before the
+/// lock is released.
+struct Locked<'a, N> {
+    g: MutexGuard<'a, Inner<N>>,
+    seen: &'a Published,
+}
+
+impl<N> Drop for Locked<'_, N> {
+    fn drop(&mut self) {
+        self.seen.publish(&self.g);
+    }
+}
+
+impl<N> std::ops::Deref for Locked<'_, N> {
+    type Target = Inner<N>;
+    fn deref(&self) -> &Inner<N> {
+        &self.g
+    }
+}
+
+impl<N> std::ops::DerefMut for Locked<'_, N> {
+    fn deref_mut(&mut self) -> &mut Inner<N> {
+        &mut self.g
+    }
 }
 
 impl<C: Clock, N: Clone> Limiter<C, N> {
     /// A fully rested limiter.
     pub fn new(params: Params, clock: C) -> Self {
         let now = clock.now();
+        let seen = Published::default();
+        for a in [&seen.pause_start, &seen.paused_until] {
+            a.store(now.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        }
         Self {
+            seen,
             interval: params.interval(),
             params,
             clock,
@@ -347,6 +414,13 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
                 waited: 0,
                 wait_s: 0.0,
             }),
+        }
+    }
+
+    fn locked(&self) -> Locked<'_, N> {
+        Locked {
+            g: self.inner.lock(),
+            seen: &self.seen,
         }
     }
 
@@ -436,7 +510,7 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
     /// the way.
     pub fn try_acquire(&self, cost: f64) -> (bool, Vec<N>) {
         let now = self.clock.now();
-        let mut g = self.inner.lock();
+        let mut g = self.locked();
         let wake = if g.live > 0 {
             self.advance(&mut g, now)
         } else {
@@ -453,7 +527,7 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
     /// Grant `cost` now, or queue at the back with `notify` (built only when queuing).
     pub fn acquire_or_enqueue(&self, cost: f64, notify: impl FnOnce() -> N) -> (Acquire, Vec<N>) {
         let now = self.clock.now();
-        let mut g = self.inner.lock();
+        let mut g = self.locked();
         let wake = if g.live > 0 {
             self.advance(&mut g, now)
         } else {
@@ -479,7 +553,7 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
     /// instant, or behind others. Grants whatever conforms first (see [`Self::advance`]).
     pub fn poll(&self, ticket: &Arc<Ticket>) -> (Poll, Vec<N>) {
         let now = self.clock.now();
-        let mut g = self.inner.lock();
+        let mut g = self.locked();
         let wake = self.advance(&mut g, now);
         let p = match ticket.status() {
             Status::Granted(_) => {
@@ -515,7 +589,7 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
     /// to call.
     pub fn withdraw(&self, ticket: &Arc<Ticket>, keep: bool) -> (bool, Vec<N>) {
         let now = self.clock.now();
-        let mut g = self.inner.lock();
+        let mut g = self.locked();
         match ticket.status() {
             Status::Granted(grant) => {
                 ticket.set(Status::Done);
@@ -572,7 +646,7 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
         }
         let now = self.clock.now();
         let until = now + secs;
-        let mut g = self.inner.lock();
+        let mut g = self.locked();
         if until <= g.paused_until {
             return Ok(());
         }
@@ -589,26 +663,28 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
     /// Seconds until the pause in force ends (0 when none is).
     pub fn paused_for(&self) -> f64 {
         let now = self.clock.now();
-        (self.inner.lock().paused_until - now).max(0.0)
+        (Published::f64(&self.seen.paused_until) - now).max(0.0)
     }
 
     /// The counters now.
     pub fn stats(&self) -> Stats {
         let now = self.clock.now();
-        let g = self.inner.lock();
+        let p = &self.seen;
+        let f = Published::f64;
+        let (start, until) = (f(&p.pause_start), f(&p.paused_until));
         Stats {
-            granted: g.granted,
-            acquired: g.acquired,
-            waited: g.waited,
-            wait_s: g.wait_s,
-            paused_s: g.paused_done + (g.paused_until.min(now) - g.pause_start).max(0.0),
-            waiting: g.live,
+            granted: f(&p.granted),
+            acquired: p.acquired.load(std::sync::atomic::Ordering::Relaxed),
+            waited: p.waited.load(std::sync::atomic::Ordering::Relaxed),
+            wait_s: f(&p.wait_s),
+            paused_s: f(&p.paused_done) + (until.min(now) - start).max(0.0),
+            waiting: p.live.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     /// Waiters queued now.
     pub fn waiting(&self) -> usize {
-        self.inner.lock().live
+        self.seen.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queue entries, withdrawn ones not yet dropped included (for tests).
@@ -636,6 +712,31 @@ mod tests {
             Acquire::Queued(t) => t,
             Acquire::Granted => panic!("expected to queue"),
         }
+    }
+
+    #[test]
+    fn stats_read_no_lock_and_match_the_state() {
+        let (l, clock) = lim(10.0, 1.0, Some(2.0));
+        assert!(l.try_acquire(2.0).0);
+        let t = queued(&l, 1.0, 7);
+        l.pause(3.0).unwrap();
+        clock.advance(1.0);
+        let l = Arc::new(l);
+        // Hold the limiter's lock: a reader that took it would never answer.
+        let guard = l.inner.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l2 = Arc::clone(&l);
+        std::thread::spawn(move || {
+            let _ = tx.send((l2.stats(), l2.waiting(), l2.paused_for()));
+        });
+        let (s, waiting, paused_for) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("stats() waited for the limiter's lock");
+        drop(guard);
+        assert_eq!((s.granted, s.acquired, s.waiting, waiting), (2.0, 1, 1, 1));
+        assert_eq!((s.paused_s, paused_for), (1.0, 2.0));
+        let _ = l.withdraw(&t, false);
+        assert_eq!((l.stats().waiting, l.waiting()), (0, 0));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 use crate::errors::core::CoreError;
 use crate::sync::Mutex;
 use crate::waitq::{Ticket, WaitQueue};
+// Mirrors for readers (the metrics), not part of the hand-off: plain std atomics under loom.
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,10 +39,19 @@ pub enum Acquire {
 }
 
 /// A counting semaphore with `permits` permits, FIFO-fair among waiters of every kind.
+///
+/// [`Self::available`] and [`Self::waiting`] read atomics that the lock holder keeps up to
+/// date, so reading them (the metrics do, at every scrape) never takes the lock that
+/// `try_acquire` and `release` hold.
 #[derive(Debug)]
 pub struct Semaphore<N> {
     permits: usize,
     inner: Mutex<Inner<N>>,
+    /// `inner.available`, stored under the lock after each change.
+    free: AtomicUsize,
+    /// Queued waiters neither granted nor withdrawn: +1 on queuing, -1 on a grant or on
+    /// withdrawing a ticket that was still waiting.
+    nwaiting: AtomicUsize,
 }
 
 impl<N> Semaphore<N> {
@@ -60,6 +71,8 @@ impl<N> Semaphore<N> {
                 waiters: WaitQueue::new(),
                 withdrawn: 0,
             }),
+            free: AtomicUsize::new(permits),
+            nwaiting: AtomicUsize::new(0),
         })
     }
 
@@ -68,16 +81,14 @@ impl<N> Semaphore<N> {
         self.permits
     }
 
-    /// Permits free right now.
+    /// Permits free right now (an atomic read, no lock).
     pub fn available(&self) -> usize {
-        self.inner.lock().available
+        self.free.load(Relaxed)
     }
 
-    /// Live waiters right now (sweeps withdrawn tickets).
+    /// Live waiters right now (an atomic read, no lock).
     pub fn waiting(&self) -> usize {
-        let mut g = self.inner.lock();
-        g.withdrawn = 0;
-        g.waiters.live()
+        self.nwaiting.load(Relaxed)
     }
 
     /// Take a permit if one is free. Never barges past a queued waiter (see the invariant).
@@ -85,6 +96,7 @@ impl<N> Semaphore<N> {
         let mut g = self.inner.lock();
         if g.available > 0 {
             g.available -= 1;
+            self.free.store(g.available, Relaxed);
             true
         } else {
             false
@@ -96,9 +108,11 @@ impl<N> Semaphore<N> {
         let mut g = self.inner.lock();
         if g.available > 0 {
             g.available -= 1;
+            self.free.store(g.available, Relaxed);
             return Acquire::Acquired;
         }
         let n = notify();
+        self.nwaiting.fetch_add(1, Relaxed);
         Acquire::Queued(g.waiters.push(n))
     }
 
@@ -114,6 +128,8 @@ impl<N> Semaphore<N> {
             Acquire::Queued(t) => match t.wait_until(deadline) {
                 Some(()) => true,
                 None => {
+                    // Timed out while waiting: `wait_until` withdrew the ticket.
+                    self.nwaiting.fetch_sub(1, Relaxed);
                     self.note_withdrawn();
                     false
                 }
@@ -131,14 +147,18 @@ impl<N> Semaphore<N> {
                 permits: self.permits,
             });
         }
-        Ok(Self::hand_on(&mut g))
+        Ok(self.hand_on(&mut g))
     }
 
-    fn hand_on(g: &mut Inner<N>) -> Option<N> {
+    fn hand_on(&self, g: &mut Inner<N>) -> Option<N> {
         match g.waiters.grant_next(()) {
-            Ok(n) => Some(n),
+            Ok(n) => {
+                self.nwaiting.fetch_sub(1, Relaxed);
+                Some(n)
+            }
             Err(()) => {
                 g.available += 1;
+                self.free.store(g.available, Relaxed);
                 None
             }
         }
@@ -154,13 +174,19 @@ impl<N> Semaphore<N> {
     /// End a wait: withdraw the ticket; a permit granted meanwhile is kept if `keep` (returns
     /// `(true, None)`), else handed on to the next waiter (returns `(false, its notifier)`).
     pub fn finish(&self, ticket: &Ticket<Permit>, keep: bool) -> (bool, Option<N>) {
+        // A ticket leaves `Waiting` only by a grant (counted there) or a withdrawal; a second
+        // finish of a ticket already done counts nothing.
+        let was_waiting = ticket.is_waiting();
         match ticket.withdraw() {
             Some(()) if keep => (true, None),
             Some(()) => {
                 let mut g = self.inner.lock();
-                (false, Self::hand_on(&mut g))
+                (false, self.hand_on(&mut g))
             }
             None => {
+                if was_waiting {
+                    self.nwaiting.fetch_sub(1, Relaxed);
+                }
                 self.note_withdrawn();
                 (false, None)
             }
@@ -191,6 +217,47 @@ mod tests {
     use std::time::Duration;
 
     type S = Semaphore<u32>;
+
+    #[test]
+    fn available_and_waiting_read_no_lock_and_count_every_exit() {
+        let s = Arc::new(S::new(1).unwrap());
+        assert!(s.try_acquire());
+        let q = |s: &S, n| match s.acquire_or_enqueue(|| n) {
+            Acquire::Queued(t) => t,
+            Acquire::Acquired => panic!("expected to queue"),
+        };
+        let (a, b, c) = (q(&s, 1), q(&s, 2), q(&s, 3));
+        {
+            // Read from another thread while the lock is held: a locking reader would hang.
+            let guard = s.inner.lock();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let s2 = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let _ = tx.send((s2.available(), s2.waiting()));
+            });
+            let got = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a reader locked");
+            drop(guard);
+            assert_eq!(got, (0, 3));
+        }
+        assert!(!s.withdraw(&b).0); // withdrawn while waiting
+        assert_eq!(s.waiting(), 2);
+        assert!(!s.withdraw(&b).0); // twice: counts nothing more
+        assert_eq!(s.waiting(), 2);
+        assert_eq!(s.release().unwrap(), Some(1)); // granted to a
+        assert_eq!(s.waiting(), 1);
+        assert!(s.finish(&a, true).0);
+        assert_eq!(s.waiting(), 1);
+        // Granted and given up in the same instant: handed on, counted once.
+        assert_eq!(s.release().unwrap(), Some(3));
+        assert_eq!(s.withdraw(&c), (false, None));
+        assert_eq!((s.waiting(), s.available()), (0, 1));
+        assert!(s.try_acquire());
+        let soon = std::time::Instant::now() + Duration::from_millis(10);
+        assert!(!s.acquire_until(Some(soon), || 9)); // queued, then timed out
+        assert_eq!((s.waiting(), s.available()), (0, 0));
+    }
 
     #[test]
     fn zero_permits_is_a_config_error() {
