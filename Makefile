@@ -68,8 +68,9 @@ wheel-check: $(BIN)/python ## build the abi3 wheel, install it in a fresh venv, 
 	$(BIN)/maturin build --release -q --out dist
 	ls dist/agentperf_rs-*-abi3-*.whl
 	$(PYTHON) -m venv .wheel-venv
-	@# The [ray] extra too: examples/ray_batch.py runs on it.
-	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q -q "$$(ls dist/agentperf_rs-*-abi3-*.whl)[ray]"
+	@# The [ray] and [prometheus] extras too: examples/ray_batch.py and
+	@# examples/metrics_prometheus.py run on them.
+	env -u VIRTUAL_ENV .wheel-venv/bin/python -m pip install -q -q "$$(ls dist/agentperf_rs-*-abi3-*.whl)[ray,prometheus]"
 	cd /tmp && env -u VIRTUAL_ENV $(abspath .wheel-venv)/bin/python -c \
 	  "import agentperf, sys; assert '.wheel-venv' in agentperf.__file__, agentperf.__file__"
 	cd /tmp && for e in $(abspath examples)/*.py; do \
