@@ -6,7 +6,7 @@ that must be an error (``warn_unused_ignores`` fails the check if it is not).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import agentperf as ap
 
@@ -105,3 +105,21 @@ async def apools() -> None:
     assert_type(await p.aexecute("a"), bytes)
     async with p.agent() as m:
         assert_type(m, Model)
+
+
+def metrics() -> None:
+    """``name=`` is accepted everywhere (the keyword options' TypedDict included)."""
+    assert_type(
+        ap.BatchExecutor(summarize, max_concurrency=3, name="b"), ap.BatchExecutor[str, int]
+    )
+    assert_type(ap.BatchExecutor(summarize, name=None).name, str | None)
+    assert_type(ap.AgentPool(Client, name="p").name, str | None)
+    assert_type(ap.CachedAgent(upper, name="c").name, str | None)
+    assert_type(ap.Cache(name="k").name, str | None)
+    assert_type(ap.Semaphore(2, name="s").name, str | None)
+    assert_type(ap.RateLimiter(5.0, per=1.0, name="r").name, str | None)
+    assert_type(ap.CacheConfig(name="c").name, str | None)
+    ap.BatchExecutor(summarize, name=3)  # type: ignore[call-overload]
+    collector = ap.metrics.register_prometheus()
+    assert_type(collector, ap.metrics.AgentperfCollector)
+    assert_type(ap.metrics.instrument_otel().instruments, dict[str, Any])

@@ -21,15 +21,22 @@ takes no lock that a hot path holds (the figures are atomics in Rust).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+# These modules import prometheus_client / opentelemetry only when an exporter is made.
+from ._otel import OtelInstruments
+from ._prometheus import AgentperfCollector
 from ._registry import BOUNDS, METRICS, Metric
 
-if TYPE_CHECKING:
-    from ._otel import OtelInstruments
-    from ._prometheus import AgentperfCollector
-
-__all__ = ["BOUNDS", "METRICS", "Metric", "instrument_otel", "register_prometheus"]
+__all__ = [
+    "BOUNDS",
+    "METRICS",
+    "AgentperfCollector",
+    "Metric",
+    "OtelInstruments",
+    "instrument_otel",
+    "register_prometheus",
+]
 
 
 def register_prometheus(registry: Any = None) -> AgentperfCollector:
