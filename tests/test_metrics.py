@@ -62,6 +62,7 @@ def prom_name(otel: str, kind: str, unit: str) -> str:
 
 @pytest.fixture
 def registry() -> prometheus_client.CollectorRegistry:
+    gc.collect()  # objects of earlier tests (same names) are gone, not added to these
     reg = prometheus_client.CollectorRegistry()
     ap.metrics.register_prometheus(reg)
     return reg
@@ -81,6 +82,7 @@ def samples(reg: prometheus_client.CollectorRegistry, name: str) -> list[Any]:
 @pytest.fixture
 def objects() -> Iterator[dict[str, Any]]:
     """One named object of every kind, used a little."""
+    gc.collect()
     pool = ap.AgentPool(lambda: str.upper, max_size=3, initial_size=1, name="t.pool")
     for x in "abc":
         pool.execute(x)
@@ -242,7 +244,8 @@ def test_labels_are_name_and_state_only(
     seen = set()
     for fam in registry.collect():
         for s in fam.samples:
-            if not s.name.startswith("agentperf_"):
+            # Only this test's objects (others may linger until the next collection).
+            if not s.name.startswith("agentperf_") or not s.labels["name"].startswith("t."):
                 continue
             seen.add(fam.name)
             allowed = {"name", "state"} | ({"le"} if s.name.endswith("_bucket") else set())

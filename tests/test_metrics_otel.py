@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
+    gc.collect()  # objects of earlier tests (same names) are gone
     r = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[r])
     ap.metrics.instrument_otel(provider)

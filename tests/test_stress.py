@@ -260,13 +260,11 @@ class Rig:
             return await self.cached.aexecute(x)
 
         self.batch_cached = ap.BatchExecutor(
-            via_cache, max_concurrency=8, item_timeout=ITEM_TIMEOUT
+            via_cache, max_concurrency=8, item_timeout=ITEM_TIMEOUT, name="cached"
         )
         self.batch_pool = ap.BatchExecutor(
-            self.pool, max_concurrency=8, item_timeout=ITEM_TIMEOUT, semaphore=self.sem
+            self.pool, max_concurrency=8, item_timeout=ITEM_TIMEOUT, semaphore=self.sem, name="pool"
         )
-        self.batch_cached.name = "cached"  # type: ignore[attr-defined]
-        self.batch_pool.name = "pool"  # type: ignore[attr-defined]
 
     def count_cache(self, n: int = 1) -> None:
         with self.cc_lock:  # batches run on the loops of several threads
