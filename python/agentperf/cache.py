@@ -89,9 +89,15 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         cfg = build(CacheConfig, config, overrides)
         runner = Runner(UNBOUNDED_MIN, "agentperf-cache")  # a blocking agent's misses, async
         adapter = adapt(agent, runner)
+        call, tier = adapter.call, None
+        if cfg.store is not None:  # the store-backed variant (agentperf.tiers)
+            from .tiers import make_tier, tiered_class
+
+            tier, call = make_tier(cfg, adapter)
+            cls = tiered_class(cls)
         self = super().__new__(
             cls,
-            adapter.call,
+            call,
             cfg.max_size,
             cfg.ttl,
             cfg.cleanup_interval,
@@ -107,6 +113,8 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         self._acall = adapter.acall
         self._keyfn = cfg.key_generator
         self._runner = runner
+        if tier is not None:
+            self._tier = tier
         _CACHED.add(self)
         return self
 

@@ -1168,6 +1168,16 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         }
     }
 
+    /// Take back one miss noted with [`Cache::note_miss`] (a miss that turned out to be a hit
+    /// of another tier). Never goes below zero.
+    pub fn unnote_miss(&self) {
+        if self.count {
+            let _ = self
+                .noted_misses
+                .fetch_update(Relaxed, Relaxed, |m| m.checked_sub(1));
+        }
+    }
+
     /// The counters and the size.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
