@@ -107,27 +107,32 @@ class Tier:
             return hash_key(input)
         return hash_key(self._keyfn(input) if key is None else key)
 
-    def decode(self, raw: bytes | None, now: float) -> tuple[Any, float] | None:
-        """An entry's output and the seconds to keep it in process, or ``None`` (a miss;
-        ``store_errors`` counts bytes that are not a valid entry)."""
+    def decode(self, raw: bytes | None, now: float, bad: list[bool]) -> tuple[Any, float] | None:
+        """An entry's output and the seconds to keep it in process, or ``None`` (a miss).
+        Bytes that are not a valid entry count in ``store_errors``, once per call (``bad``
+        remembers it)."""
         if raw is None:
             return None
-        got = unpack(raw, now)
-        if got is None:
-            if raw[:3] != _HEAD or len(raw) < _HEAD_LEN:
-                self.count(errors=1)
+        if len(raw) < _HEAD_LEN or raw[:3] != _HEAD:
+            return self._bad(bad)
+        (expires,) = _EXPIRY.unpack_from(raw, 3)
+        left = expires - now
+        if left != left:  # NaN: no valid entry has it
+            return self._bad(bad)
+        if left <= 0.0:  # expired by this host's clock (the store's expiry lags or skews)
             return None
-        blob, left = got
         try:
-            value = self.codec.decode(blob)
-        except CodecError:
-            self.count(errors=1)
-            return None
-        except Exception:  # a codec of the user's that raised something else
-            self.count(errors=1)
-            return None
+            value = self.codec.decode(raw[_HEAD_LEN:])
+        except Exception:  # CodecError, or a user's codec raising something else
+            return self._bad(bad)
         ttl = self.ttl
         return value, (left if ttl is None or left < ttl else ttl)
+
+    def _bad(self, bad: list[bool]) -> None:
+        if not bad:
+            bad.append(True)
+            self.count(errors=1)
+        return None
 
     def encode(self, value: Any) -> bytes | None:
         try:
@@ -160,19 +165,22 @@ class Tier:
         refresh, no_store = _control.current()
         digest = self.digest(input)
         store = self.store
+        bad: list[bool] = []
         if not refresh:
             try:
                 raw = store.get(digest)
             except StoreError:
                 self.count(misses=1, errors=1)
                 return _Fill(self._call(input), None, True, False)
-            got = self.decode(raw, time.time())
+            got = self.decode(raw, time.time(), bad)
             if got is not None:
                 return self._hit(got, no_store)
         self.count(misses=1)
-        return self._lead(input, digest, refresh, no_store)
+        return self._lead(input, digest, refresh, no_store, bad)
 
-    def _lead(self, input: Any, digest: str, refresh: bool, no_store: bool) -> _Fill:
+    def _lead(
+        self, input: Any, digest: str, refresh: bool, no_store: bool, bad: list[bool]
+    ) -> _Fill:
         store, lease = self.store, self.lease
         owner = new_owner()
         for _ in range(_MAX_ROUNDS):
@@ -184,9 +192,9 @@ class Tier:
                 self.count(errors=1)
                 return _Fill(self._call(input), None, True, False)
             if took:
-                return self._run_leased(input, digest, owner, refresh, no_store)
+                return self._run_leased(input, digest, owner, refresh, no_store, bad)
             if raw is not None:
-                got = self.decode(raw, time.time())
+                got = self.decode(raw, time.time(), bad)
                 if got is not None:
                     self.count(hits=1, misses=-1)
                     return _Fill(got[0], got[1], not no_store, True)
@@ -195,7 +203,7 @@ class Tier:
         return _Fill(self._call(input), None, True, False)
 
     def _run_leased(
-        self, input: Any, digest: str, owner: str, refresh: bool, no_store: bool
+        self, input: Any, digest: str, owner: str, refresh: bool, no_store: bool, bad: list[bool]
     ) -> _Fill:
         store = self.store
         released = False
@@ -203,7 +211,7 @@ class Tier:
         value: Any = None
         try:
             if not refresh:
-                got = self.decode(store.get(digest), time.time())
+                got = self.decode(store.get(digest), time.time(), bad)
                 if got is not None:  # written between our miss and our lease
                     self.count(hits=1, misses=-1)
                     return _Fill(got[0], got[1], not no_store, True)
@@ -234,13 +242,14 @@ class Tier:
         refresh, no_store = _control.current()
         digest = self.digest(input, key)
         store = self.store
+        bad: list[bool] = []
         if not refresh:
             try:
                 raw = await store.aget(digest)
             except StoreError:
                 self.count(misses=1, errors=1)
                 return _Fill(await self._acall(input), None, True, False)
-            got = self.decode(raw, time.time())
+            got = self.decode(raw, time.time(), bad)
             if got is not None:
                 return self._hit(got, no_store)
         self.count(misses=1)
@@ -255,9 +264,9 @@ class Tier:
                 self.count(errors=1)
                 return _Fill(await self._acall(input), None, True, False)
             if took:
-                return await self._arun_leased(input, digest, owner, refresh, no_store)
+                return await self._arun_leased(input, digest, owner, refresh, no_store, bad)
             if raw is not None:
-                got = self.decode(raw, time.time())
+                got = self.decode(raw, time.time(), bad)
                 if got is not None:
                     self.count(hits=1, misses=-1)
                     return _Fill(got[0], got[1], not no_store, True)
@@ -265,7 +274,7 @@ class Tier:
         return _Fill(await self._acall(input), None, True, False)
 
     async def _arun_leased(
-        self, input: Any, digest: str, owner: str, refresh: bool, no_store: bool
+        self, input: Any, digest: str, owner: str, refresh: bool, no_store: bool, bad: list[bool]
     ) -> _Fill:
         store = self.store
         released = False
@@ -273,7 +282,7 @@ class Tier:
         value: Any = None
         try:
             if not refresh:
-                got = self.decode(await store.aget(digest), time.time())
+                got = self.decode(await store.aget(digest), time.time(), bad)
                 if got is not None:
                     self.count(hits=1, misses=-1)
                     return _Fill(got[0], got[1], not no_store, True)
@@ -315,7 +324,7 @@ class Tier:
             return
         now = time.time()
         for x, k, raw in zip(items, keys, raws, strict=True):
-            got = self.decode(raw, now)
+            got = self.decode(raw, now, [True])  # the call counts it, once
             if got is not None:
                 self.count(hits=1)
                 agent._put(x, k, got[0], got[1])
