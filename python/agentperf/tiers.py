@@ -114,17 +114,20 @@ class Tier:
         if raw is None:
             return None
         if len(raw) < _HEAD_LEN or raw[:3] != _HEAD:
-            return self._bad(bad)
+            self._bad(bad)
+            return None
         (expires,) = _EXPIRY.unpack_from(raw, 3)
         left = expires - now
         if left != left:  # NaN: no valid entry has it
-            return self._bad(bad)
+            self._bad(bad)
+            return None
         if left <= 0.0:  # expired by this host's clock (the store's expiry lags or skews)
             return None
         try:
             value = self.codec.decode(raw[_HEAD_LEN:])
         except Exception:  # CodecError, or a user's codec raising something else
-            return self._bad(bad)
+            self._bad(bad)
+            return None
         ttl = self.ttl
         return value, (left if ttl is None or left < ttl else ttl)
 
@@ -132,7 +135,6 @@ class Tier:
         if not bad:
             bad.append(True)
             self.count(errors=1)
-        return None
 
     def encode(self, value: Any) -> bytes | None:
         try:
