@@ -90,8 +90,8 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         runner = Runner(UNBOUNDED_MIN, "agentperf-cache")  # a blocking agent's misses, async
         adapter = adapt(agent, runner)
         call, tier = adapter.call, None
-        if cfg.store is not None:  # the store-backed variant (agentperf.tiers)
-            from .tiers import make_tier, tiered_class
+        if cfg.store is not None:  # the store-backed variant (agentperf.cache_tiers)
+            from .cache_tiers import make_tier, tiered_class
 
             tier, call = make_tier(cfg, adapter)
             cls = tiered_class(cls)

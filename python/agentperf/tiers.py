@@ -1,7 +1,8 @@
 """The second tier of a :class:`~agentperf.CachedAgent`: a store shared by processes.
 
 ``CachedAgent(agent, store=..., codec=..., lease=...)`` builds the store-backed variant
-defined here; without a store nothing here is imported and the in-process path is as before.
+(:mod:`agentperf.cache_tiers`) around a :class:`Tier` of this module; without a store nothing
+here is imported and the in-process path is as before.
 
 The flow of a call: the in-process tier (Rust) looks up and single-flights the key, so one
 caller per process reaches :meth:`Tier.fill`. That caller reads the store (an L2 hit fills
@@ -25,23 +26,24 @@ import struct
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _control
-from ._agentperf import CacheStats, Flight, _Fill, hash_key
+from . import _control, _lifecycle
+from ._agentperf import CacheStats, _Fill, hash_key
 from ._renewal import RENEWER, arenewing
-from .cache import CachedAgent, _Leading
 from .codec import CodecError, JsonCodec
 from .store import StoreError, new_owner
 
 if TYPE_CHECKING:
     from .agent import AgentAdapter
+    from .cache_tiers import StoreCachedAgent
     from .codec import Codec
     from .config import CacheConfig
     from .store import Store
 
-__all__ = ["StoreCachedAgent", "Tier", "pack", "unpack"]
+__all__ = ["Tier", "pack", "unpack"]
 
 _HEAD = b"AT\x01"
 _HEAD_LEN = len(_HEAD) + 8
@@ -73,6 +75,22 @@ def unpack(raw: bytes, now: float) -> tuple[bytes, float] | None:
 class Tier:
     """A cached agent's second tier: its store, codec, lease length and counters."""
 
+    __slots__ = (
+        "__weakref__",
+        "_acall",
+        "_call",
+        "_keyfn",
+        "_lock",
+        "_warned",
+        "codec",
+        "errors",
+        "hits",
+        "lease",
+        "misses",
+        "store",
+        "ttl",
+    )
+
     def __init__(self, cfg: CacheConfig, adapter: AgentAdapter) -> None:
         assert cfg.store is not None
         self.store: Store = cfg.store
@@ -87,6 +105,11 @@ class Tier:
         self.misses = 0
         self.errors = 0
         self._warned = False
+        _TIERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread of the parent may have held the lock at the fork.
+        self._lock = threading.Lock()
 
     # -- counters ---------------------------------------------------------------------------
 
@@ -347,84 +370,12 @@ class Tier:
             self.count(errors=1)
 
 
-class StoreCachedAgent(CachedAgent[Any, Any]):
-    """A :class:`~agentperf.CachedAgent` with a second tier (chosen by ``CachedAgent(...,
-    store=...)``; not made directly). The in-process hit path is the same Rust call."""
-
-    _tier: Tier
-
-    async def aexecute(self, input: Any, /) -> Any:
-        """As :meth:`CachedAgent.aexecute`, with the store between the in-process tier and
-        the agent."""
-        keyfn = self._keyfn
-        key = None if keyfn is None else keyfn(input)
-        tier = self._tier
-        while True:
-            got = self._alookup(input, key)
-            if type(got) is not Flight:
-                return got
-            if got.leader:
-                with _Leading(got):
-                    fill = await tier.afill(input, key)
-                got.succeed(fill)
-                return fill.value
-            try:
-                await got.future
-            except BaseException:
-                got.withdraw()
-                raise
-            done, value = got.outcome()
-            if done:
-                return value
-
-    def invalidate(self, input: Any, /) -> bool:
-        """Remove the entry for ``input`` from both tiers; ``True`` if one was removed."""
-        keyfn = self._keyfn
-        key = None if keyfn is None else keyfn(input)
-        here = self._invalidate(input, key)
-        there = self._tier.delete(self._tier.digest(input, key))
-        return here or there
-
-    def invalidate_all(self) -> None:
-        """Remove every entry here and this namespace's entries from the store."""
-        super().invalidate_all()
-        self._tier.clear()
-
-    def stats(self) -> CacheStats:
-        """:class:`CacheStats` with ``store_hits``, ``store_misses`` and ``store_errors``."""
-        return self._tier.stats(super().stats())
-
-    @property
-    def store(self) -> Store:
-        """The second tier (the store is the caller's: :meth:`close` leaves it open)."""
-        return self._tier.store
-
-    def __repr__(self) -> str:
-        cfg = self.config
-        return (
-            f"CachedAgent({self.agent!r}, max_size={cfg.max_size}, ttl={cfg.ttl}, "
-            f"store={cfg.store!r})"
-        )
+_TIERS: weakref.WeakSet[Tier] = weakref.WeakSet()
 
 
-def tiered_class(cls: type[Any]) -> type[Any]:
-    """The store-backed variant of ``cls`` (``CachedAgent`` or a user's subclass of it)."""
-    if issubclass(cls, StoreCachedAgent):
-        return cls
-    if cls is CachedAgent:
-        return StoreCachedAgent
-    with _VARIANTS_LOCK:
-        made = _VARIANTS.get(cls)
-        if made is None:
-            made = _VARIANTS[cls] = type(cls.__name__, (StoreCachedAgent, cls), {})
-        return made
+def _after_fork_in_child() -> None:
+    for tier in list(_TIERS):
+        tier._after_fork_in_child()
 
 
-_VARIANTS: dict[type[Any], type[Any]] = {}
-_VARIANTS_LOCK = threading.Lock()
-
-
-def make_tier(cfg: CacheConfig, adapter: AgentAdapter) -> tuple[Tier, Callable[[Any], Any]]:
-    """The tier and the call the Rust core runs for a leader."""
-    tier = Tier(cfg, adapter)
-    return tier, tier.fill
+_lifecycle.at_fork(after_in_child=_after_fork_in_child)
