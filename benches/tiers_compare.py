@@ -125,6 +125,7 @@ def replica(kind: str, where: str, calls: str, prompts: list[str], start: Any) -
     if kind == "LangChain AsyncRedisCache":
         return asyncio.run(_lc_async_redis(where, calls, prompts))
     serve = make_layer(kind, where, calls)
+    warnings.simplefilter("ignore")  # again: LangChain's import adds filters of its own
     failed = 0
     with ThreadPoolExecutor(16) as pool:
         for f in [pool.submit(serve, p) for p in prompts]:
@@ -140,6 +141,7 @@ async def _lc_async_redis(where: str, calls: str, prompts: list[str]) -> int:
     from langchain_community.cache import AsyncRedisCache
     from langchain_core.outputs import Generation
 
+    warnings.simplefilter("ignore")
     lc = AsyncRedisCache(redis.asyncio.Redis.from_url(where), ttl=3600)
     sem = asyncio.Semaphore(16)
     failed = 0
@@ -359,6 +361,7 @@ def sqlite_writer(kind: str, where: str, keys: list[str], start: Any) -> tuple[i
         def put(k: str) -> None:
             dc.set(k, value, expire=3600)
 
+    warnings.simplefilter("ignore")
     start.wait(60)
     ops = errors = 0
     t = time.perf_counter()
