@@ -502,3 +502,66 @@ def test_store_less_agent_is_the_plain_class(tmp_path: Any) -> None:
         tiered.close()
         mine.close()
     plain.close()
+
+
+# -- cancellation and fork ------------------------------------------------------------------
+
+
+async def test_cancelled_async_leader_releases_its_lease(make_store: Callable[..., Any]) -> None:
+    from agentperf._renewal import RENEWER
+
+    started = asyncio.Event()
+
+    async def hang(x: Any) -> Any:
+        started.set()
+        await asyncio.sleep(3600)
+
+    store = make_store()
+    with cached(hang, store, lease=30.0) as a:
+        task = asyncio.create_task(a.aexecute("c"))
+        await asyncio.wait_for(started.wait(), 10)
+        digest = ap.hash_key("c")
+        assert await store.alease_owner(digest) is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.alease_owner(digest) is None  # not left to run out (30 s)
+        assert a._in_flight() == 0 and RENEWER.active() == 0
+    with cached(Agent(), make_store()) as b:
+        assert await asyncio.wait_for(b.aexecute("c"), 10) == {"answer": "c"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.timeout(60)
+def test_renewals_work_in_a_forked_child(tmp_path: Any) -> None:
+    from agentperf._renewal import RENEWER
+
+    store = ap.SqliteStore(tmp_path / "f.db")
+    agent = Agent(delay=0.5)
+    with cached(agent, store, lease=0.3) as a:
+        t = threading.Thread(target=a.execute, args=("parent",))
+        t.start()  # the parent renews while the fork happens
+        deadline = time.monotonic() + 10
+        while RENEWER.active() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no parent lease is renewed here; its own are
+            ok = RENEWER.active() == 0
+            child = ap.CachedAgent(Agent(delay=1.0), ttl=60.0, store=store, lease=0.3)
+            th = threading.Thread(target=child.execute, args=("child",))
+            th.start()
+            time.sleep(0.7)  # past two lease lengths: only the child's renewals hold it
+            ok = ok and store.lease_owner(ap.hash_key("child")) is not None
+            th.join(10)
+            ok = ok and child.stats().store_misses == 1
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            got = f.read()
+        os.waitpid(pid, 0)
+        t.join(20)
+    assert got == b"1"
+    assert store.lease_owner(ap.hash_key("child")) is None
+    store.close()
