@@ -565,3 +565,29 @@ def test_renewals_work_in_a_forked_child(tmp_path: Any) -> None:
     assert got == b"1"
     assert store.lease_owner(ap.hash_key("child")) is None
     store.close()
+
+
+@pytest.mark.filterwarnings("ignore:CachedAgent.*cannot encode:RuntimeWarning")
+def test_batch_read_ahead_leaves_bad_inputs_to_their_own_calls(tmp_path: Any) -> None:
+    agent = Agent()
+
+    def keyfn(x: Any) -> str:
+        if x == "bad key":
+            raise LookupError("no key for it")
+        return str(x)
+
+    with ap.SqliteStore(tmp_path / "k.db") as store:
+        with cached(agent, store, key_generator=keyfn) as warm:
+            warm.execute(1)
+        with cached(agent, store, key_generator=keyfn) as a:
+            inputs = [1, "bad key", 2, object()]
+            r = ap.BatchExecutor(a, max_concurrency=2).execute(inputs)
+            assert r.outputs[0] == {"answer": 1} and r.outputs[2] == {"answer": 2}
+            assert [e.index for e in r.errors] == [1]  # str(object()) is a key: it runs
+            assert isinstance(r.errors[0].error, LookupError)
+            assert a.stats().store_hits == 1
+        with cached(agent, store) as b:  # no key_generator: hash_key refuses an object()
+            r = ap.BatchExecutor(b, max_concurrency=2).execute([1, object(), 3])
+            assert [e.index for e in r.errors] == [1]
+            assert isinstance(r.errors[0].error, TypeError)
+            assert r.outputs[2] == {"answer": 3}

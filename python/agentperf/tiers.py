@@ -339,20 +339,33 @@ class Tier:
         refresh, no_store = _control.current()
         if refresh or no_store or not items:
             return
+        # An input whose key cannot be made is left out: its own call raises, as without
+        # the read-ahead (the batch records it as that item's failure).
         keyfn = self._keyfn
-        keys = [None] * len(items) if keyfn is None else [keyfn(x) for x in items]
-        digests = [self.digest(x, k) for x, k in zip(items, keys, strict=True)]
+        todo: list[tuple[Any, Any, str]] = []
+        for x in items:
+            try:
+                k = None if keyfn is None else keyfn(x)
+                todo.append((x, k, self.digest(x, k)))
+            except Exception:
+                continue
+        if not todo:
+            return
         try:
-            raws = await self.store.aget_many(digests)
+            raws = await self.store.aget_many([d for _, _, d in todo])
         except StoreError:
             self.count(errors=1)
             return
         now = time.time()
-        for x, k, raw in zip(items, keys, raws, strict=True):
+        for (x, k, _), raw in zip(todo, raws, strict=True):
             got = self.decode(raw, now, [True])  # the call counts it, once
-            if got is not None:
-                self.count(hits=1)
+            if got is None:
+                continue
+            try:
                 agent._put(x, k, got[0], got[1])
+            except Exception:  # closed meanwhile, a weigher that refuses it, a bad key
+                continue
+            self.count(hits=1)
 
     # -- invalidation -----------------------------------------------------------------------
 
