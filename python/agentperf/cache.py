@@ -74,6 +74,10 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
     agent call. On a thread whose event loop is running, ``execute`` raises ``RuntimeError``
     rather than wait for another caller's in-flight call (use ``await aexecute(...)``).
     After :meth:`close`, ``execute`` and ``aexecute`` raise ``RuntimeError``.
+
+    With ``store=`` (a :class:`~agentperf.RedisStore` or :class:`~agentperf.SqliteStore`;
+    ``codec=``, ``lease=``), the store is a second tier shared by processes: see
+    :mod:`agentperf.tiers`. Without one, nothing of it is imported.
     """
 
     config: CacheConfig
