@@ -1328,6 +1328,19 @@ mod tests {
     }
 
     #[test]
+    fn unnote_miss_takes_back_a_noted_miss_never_below_zero() {
+        let (c, _) = new(4, None);
+        c.note_miss();
+        c.note_miss();
+        c.unnote_miss();
+        c.note_hit();
+        assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+        c.unnote_miss();
+        c.unnote_miss();
+        assert_eq!(c.stats().misses, 0);
+    }
+
+    #[test]
     fn byte_key_is_compact_and_round_trips() {
         assert!(std::mem::size_of::<ByteKey>() <= 24);
         for n in [0usize, 1, 20, 21, 22, 100] {
