@@ -101,15 +101,15 @@ async def test_async_tiers(make_store: Callable[..., Any]) -> None:
 
 def test_l1_filled_for_the_remaining_ttl(make_store: Callable[..., Any]) -> None:
     agent = Agent()
-    with cached(agent, make_store(), ttl=1.5) as a:
+    with cached(agent, make_store(), ttl=3.0) as a:
         t0 = time.monotonic()
         a.execute("k")
-    time.sleep(max(0.0, t0 + 0.8 - time.monotonic()))
-    with cached(agent, make_store(), ttl=1.5) as b:
-        b.execute("k")  # an L2 hit with ~0.7 s left: L1 keeps it that long, not 1.5 s
+    time.sleep(max(0.0, t0 + 1.5 - time.monotonic()))
+    with cached(agent, make_store(), ttl=3.0) as b:
+        b.execute("k")  # an L2 hit with ~1.5 s left: L1 keeps it that long, not 3 s
         assert agent.calls == ["k"]
-        # Past the entry's expiry (1.5 s) and before a full-TTL L1 copy's (2.3 s).
-        time.sleep(max(0.0, t0 + 1.9 - time.monotonic()))
+        # Past the entry's expiry (3 s) and before a full-TTL L1 copy's (4.5 s).
+        time.sleep(max(0.0, t0 + 3.6 - time.monotonic()))
         b.execute("k")
         assert agent.calls == ["k", "k"]
 
@@ -169,10 +169,10 @@ def test_threads_in_one_process_run_the_agent_once(make_store: Callable[..., Any
 
 
 def test_slow_leader_renews_its_lease(make_store: Callable[..., Any]) -> None:
-    # The agent runs for 3 leases: the renewals keep the lease, so a caller of another
+    # The agent runs for 2.5 leases: the renewals keep the lease, so a caller of another
     # "process" waits for the value instead of running the agent a second time.
-    agent = Agent(delay=1.5)
-    with cached(agent, make_store(), lease=0.5) as a, cached(agent, make_store(), lease=0.5) as b:
+    agent = Agent(delay=3.0)
+    with cached(agent, make_store(), lease=1.2) as a, cached(agent, make_store(), lease=1.2) as b:
         t = threading.Thread(target=a.execute, args=("slow",))
         t.start()
         deadline = time.monotonic() + 10.0
@@ -189,10 +189,10 @@ async def test_async_slow_leader_renews_its_lease(make_store: Callable[..., Any]
 
     async def slow(x: Any) -> Any:
         calls.append(x)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
         return x
 
-    with cached(slow, make_store(), lease=0.5) as a, cached(slow, make_store(), lease=0.5) as b:
+    with cached(slow, make_store(), lease=1.2) as a, cached(slow, make_store(), lease=1.2) as b:
         first = asyncio.create_task(a.aexecute("s"))
         for _ in range(500):
             if calls:
