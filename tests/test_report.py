@@ -163,6 +163,46 @@ def test_quick_hit_rate_uses_the_full_runs_workload() -> None:
     assert quick.baseline is not None and quick.baseline > 90.0, quick
 
 
+@pytest.mark.timeout(240)
+def test_tiers_block_sqlite_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second tier's rows with SqliteStore: across two replicas and a restart the store
+    makes exactly one agent call per distinct input, where the in-process cache alone makes
+    one per process."""
+    import agentperf.report.tiers as tiers
+
+    monkeypatch.setattr(tiers, "redis_url", lambda timeout=0.2: None)
+    got = {r.metric: r for r in tiers.rows(True)}
+    assert set(got) == {
+        "L2 hit latency (SqliteStore)",
+        "Agent calls, 2 replicas + a restart (SqliteStore)",
+    }
+    lat = got["L2 hit latency (SqliteStore)"]
+    assert (
+        lat.section == "tiers" and lat.unit == "ns" and lat.value > 0 and not lat.higher_is_better
+    )
+    calls = got["Agent calls, 2 replicas + a restart (SqliteStore)"]
+    distinct = calls.details["distinct_calls"]
+    assert calls.value == distinct
+    assert calls.baseline == 3 * distinct
+
+
+@pytest.mark.timeout(240)
+def test_tiers_block_redis_rows_when_a_server_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentperf.report.tiers as tiers
+    from redis_server import RedisServer
+
+    with RedisServer() as srv:
+        monkeypatch.setenv("REDIS_URL", srv.url)
+        assert tiers.redis_url() == srv.url
+        got = {r.metric: r for r in tiers.rows(True)}
+    calls = got["Agent calls, 2 replicas + a restart (RedisStore)"]
+    assert calls.value == calls.details["distinct_calls"]
+    assert calls.peer is not None and calls.peer >= calls.value  # the layer written by hand
+    lat = got["L2 hit latency (RedisStore)"]
+    assert lat.value > 0 and lat.baseline is not None and "x (" in lat.note
+    monkeypatch.delenv("REDIS_URL")
+
+
 # --- the registry of blocks ------------------------------------------------------------------
 
 
@@ -181,7 +221,13 @@ def extra_block() -> Iterator[Block]:
 
 def test_the_package_blocks_come_first_in_order() -> None:
     got = blocks()
-    assert [b.name for b in got[: len(BUILTIN)]] == ["pooling", "caching", "batch", "traffic"]
+    assert [b.name for b in got[: len(BUILTIN)]] == [
+        "pooling",
+        "caching",
+        "batch",
+        "traffic",
+        "tiers",
+    ]
     assert all(callable(b.measure) and b.title for b in got)
 
 

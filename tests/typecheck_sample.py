@@ -73,6 +73,22 @@ def caches() -> None:
     c.execute("one")  # type: ignore[arg-type]
 
 
+def tiers(path: str) -> None:
+    store = ap.SqliteStore(path, namespace="types")
+    t = ap.CachedAgent(upper, store=store, codec=ap.JsonCodec(), lease=10.0)
+    assert_type(t, ap.CachedAgent[str, str])
+    with ap.cache_control(refresh=True) as ctl:
+        assert_type(ctl, ap.cache_control)
+        assert_type(t.execute("a"), str)
+    s = t.stats()
+    assert_type(s.store_hits + s.store_misses + s.store_errors, int)
+    try:
+        store.get("abc")
+    except ap.StoreError:
+        pass
+    ap.CacheConfig(store=store, codec=ap.PickleCodec(secret=b"0123456789abcdef"), lease=5.0)
+
+
 async def acaches() -> None:
     c = ap.CachedAgent(summarize)
     assert_type(await c.aexecute("a"), int)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import _agentperf, metrics
 from ._agentperf import hash_key
+from ._control import cache_control
 from .adaptive import AdaptiveConcurrency, AdaptiveStats
 from .agent import Agent, AgentAdapter
 from .batch import (
@@ -23,14 +24,14 @@ from .batch import (
     RayBackend,
 )
 from .cache import Cache, CachedAgent, CachedFunction, CacheStats, cached
-from .codec import JsonCodec, PickleCodec
+from .codec import CodecError, JsonCodec, PickleCodec
 from .config import BatchConfig, CacheConfig, ErrorPolicy, PoolConfig
 from .errors import AgentPerfError, BatchTimeoutError, PoolClosedError, PoolTimeoutError
 from .limiter import RateLimitedAgent, RateLimiter, RateLimiterStats
 from .pool import AgentPool, PoolStats
 from .retry import RetryingAgent, RetryPolicy, RetryStats
 from .semaphore import Semaphore
-from .store import RedisStore, SqliteStore
+from .store import RedisStore, SqliteStore, StoreError
 
 __version__: str = _agentperf.__version__
 
@@ -54,6 +55,7 @@ __all__ = [
     "CacheStats",
     "CachedAgent",
     "CachedFunction",
+    "CodecError",
     "ErrorPolicy",
     "JsonCodec",
     "PickleCodec",
@@ -71,7 +73,9 @@ __all__ = [
     "RetryingAgent",
     "Semaphore",
     "SqliteStore",
+    "StoreError",
     "__version__",
+    "cache_control",
     "cached",
     "hash_key",
     "metrics",

@@ -22,6 +22,7 @@ __all__ = [
     "RateLimiterStats",
     "Semaphore",
     "_CreateSlot",
+    "_Fill",
     "_Histogram",
     "_Leased",
     "_Pool",
@@ -33,6 +34,7 @@ __all__ = [
     "_after_fork_child",
     "_after_fork_parent",
     "_before_fork",
+    "_cache_controls",
     "_cleanup_thread_state",
     "_shutdown",
     "hash_key",
@@ -185,6 +187,16 @@ class CacheStats:
     def expirations(self) -> int: ...
     @property
     def coalesced(self) -> int: ...
+    @property
+    def store_hits(self) -> int:
+        """Calls served by the second tier (also counted in ``hits``); 0 without a store."""
+    @property
+    def store_misses(self) -> int:
+        """Calls the store could not serve."""
+    @property
+    def store_errors(self) -> int:
+        """Store failures and entries that could not be decoded or encoded."""
+    def _with_store(self, store_hits: int, store_misses: int, store_errors: int) -> CacheStats: ...
 
 @disjoint_base
 class Cache:
@@ -251,6 +263,14 @@ class CachedAgentCore:
     def invalidate(self, input: object, /) -> bool: ...
     def _invalidate(self, input: object, key: str | bytes | None = None, /) -> bool: ...
     def invalidate_all(self) -> None: ...
+    def _put(
+        self,
+        input: object,
+        key: str | bytes | None,
+        value: object,
+        ttl: float | None = None,
+        /,
+    ) -> None: ...
     def stats(self) -> CacheStats: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
@@ -267,11 +287,24 @@ class Flight:
     def leader(self) -> bool: ...
     @property
     def future(self) -> asyncio.Future[bool]: ...
-    def succeed(self, value: object) -> None: ...
+    def succeed(self, value: object) -> None:
+        """Leader: the agent returned ``value`` (a ``_Fill`` says how the cache keeps it)."""
     def fail(self, exc: BaseException) -> None: ...
     def abandon(self) -> None: ...
     def outcome(self) -> tuple[bool, Any]: ...
     def withdraw(self) -> None: ...
+
+@final
+class _Fill:
+    """A leader's output with how the in-process tier keeps it (the second tier's)."""
+
+    def __new__(
+        cls, value: object, ttl: float | None = None, keep: bool = True, hit: bool = False
+    ) -> _Fill: ...
+    @property
+    def value(self) -> Any: ...
+
+def _cache_controls(delta: int) -> int: ...
 
 # --- semaphore -------------------------------------------------------------------------------
 

@@ -115,6 +115,10 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
     agent call. On a thread whose event loop is running, ``execute`` raises ``RuntimeError``
     rather than wait for another caller's in-flight call (use ``await aexecute(...)``).
     After :meth:`close`, ``execute`` and ``aexecute`` raise ``RuntimeError``.
+
+    With ``store=`` (a :class:`~agentperf.RedisStore` or :class:`~agentperf.SqliteStore`;
+    ``codec=``, ``lease=``), the store is a second tier shared by processes: see
+    :mod:`agentperf.tiers`. Without one, nothing of it is imported.
     """
 
     config: CacheConfig
@@ -130,9 +134,15 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         cfg = build(CacheConfig, config, overrides)
         runner = Runner(UNBOUNDED_MIN, "agentperf-cache")  # a blocking agent's misses, async
         adapter = adapt(agent, runner)
+        call, tier = adapter.call, None
+        if cfg.store is not None:  # the store-backed variant (agentperf.cache_tiers)
+            from .cache_tiers import make_tier, tiered_class
+
+            tier, call = make_tier(cfg, adapter)
+            cls = tiered_class(cls)
         self = super().__new__(
             cls,
-            adapter.call,
+            call,
             cfg.max_size,
             cfg.ttl,
             cfg.cleanup_interval,
@@ -148,6 +158,8 @@ class CachedAgent(CachedAgentCore, Closeable, Generic[I, O]):
         self._acall = adapter.acall
         self._keyfn = cfg.key_generator
         self._runner = runner
+        if tier is not None:
+            self._tier = tier
         _CACHED.add(self)
         if cfg.name is not None:
             _registry.register("cache", self)

@@ -16,6 +16,8 @@ from . import _config as v
 
 if TYPE_CHECKING:
     from .adaptive import AdaptiveConcurrency
+    from .codec import Codec
+    from .store import Store
 
 __all__ = ["BatchConfig", "CacheConfig", "ErrorPolicy", "PoolConfig"]
 
@@ -51,6 +53,15 @@ class CacheConfig:
     name: str | None = None
     """The cached agent's name in the metrics (:mod:`agentperf.metrics`): 1 to 128 characters
     of ``A-Za-z0-9_.:/-``; ``None`` (the default) is not exported."""
+    store: Store | None = None
+    """A second tier shared by processes (:class:`~agentperf.RedisStore`,
+    :class:`~agentperf.SqliteStore`); ``None``: the in-process cache alone."""
+    codec: Codec | None = None
+    """How outputs become the store's bytes and back; ``None`` means
+    :class:`~agentperf.JsonCodec` ``()``."""
+    lease: float = 30.0
+    """Seconds a leader's lease in the store lasts unless renewed (it is renewed while the
+    agent runs; only a dead leader's runs out, and then a waiter takes over)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -71,6 +82,31 @@ class CacheConfig:
         if self.max_weight is not None and self.weigher is None:
             raise ValueError("weigher=None: max_weight needs a weigher (value -> int)")
         set_(self, "name", v.name(self.name))
+        _check_tier(self)
+
+
+def _check_tier(cfg: CacheConfig) -> None:
+    """``store``, ``codec`` and ``lease`` (the second tier's fields)."""
+    lease = v.seconds("lease", cfg.lease, allow_none=False)
+    if lease is None or lease == float("inf"):
+        raise ValueError(f"lease={v.show(cfg.lease)}: must be a finite number of seconds")
+    object.__setattr__(cfg, "lease", lease)
+    if cfg.store is not None:
+        from .store import Store
+
+        if not isinstance(cfg.store, Store):
+            raise TypeError(
+                f"store={v.show(cfg.store)}: expected an agentperf.RedisStore, SqliteStore "
+                "or another agentperf.store.Store"
+            )
+    if cfg.codec is not None:
+        from .codec import Codec
+
+        if not isinstance(cfg.codec, Codec):
+            raise TypeError(
+                f"codec={v.show(cfg.codec)}: expected an agentperf.JsonCodec, PickleCodec "
+                "or an object with encode(value) -> bytes and decode(bytes)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ mod _agentperf {
     use crate::pool::py::{CreateSlot, Leased, PyPool, PyWaiter, StartOver};
 
     #[pymodule_export]
-    use crate::cache::{Cache, CacheStats, CachedAgentCore, Flight};
+    use crate::cache::{_cache_controls, Cache, CacheStats, CachedAgentCore, Fill, Flight};
 
     #[pymodule_export]
     use crate::semaphore::{Semaphore, SemaphoreWait};

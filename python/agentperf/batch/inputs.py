@@ -29,6 +29,10 @@ class Inputs:
         if isinstance(inputs, AsyncIterable) and not isinstance(inputs, Iterable):
             self._aiter = aiter(inputs)
             self._lock = asyncio.Lock()
+            from .prefetch import Prefetch
+
+            if isinstance(inputs, Prefetch):  # a store read-ahead keeps its input's len()
+                self.total = inputs.total
             return
         try:
             it = iter(inputs)

@@ -23,6 +23,7 @@ from ..errors import BatchTimeoutError
 from .attempt import Call
 from .channel import Channel
 from .inputs import Inputs
+from .prefetch import prefetching
 from .results import BatchError, BatchItem, BatchStats
 from .stop import Stop
 from .tally import BLOCK, Tally
@@ -64,6 +65,8 @@ class Run:
         self.timeout = cfg.timeout if timeout is True else timeout
         self.ex = ex
         self.loop = asyncio.get_running_loop()
+        if ex.backend is None:  # a store-backed cached agent reads its store in bulk
+            inputs = prefetching(ex.agent, inputs)
         self.inputs = Inputs(inputs)
         self.fail_fast = cfg.error_policy is ErrorPolicy.FAIL_FAST
         self.stop: Stop | None = None

@@ -1,9 +1,10 @@
 """The blocks of the report, in the order the report measures and prints them.
 
-A block is one module of this package (``pooling``, ``caching``, ``batch``, ``traffic``) that
-defines ``BLOCK``: its name (the ``section`` of its rows), a title, and a function that measures its
-rows. Adding a block means adding a module and its name to ``BUILTIN``; code outside the
-package can :func:`register` one too. The command line iterates :func:`blocks`.
+A block is one module of this package (``pooling``, ``caching``, ``batch``, ``traffic``,
+``tiers``) that defines ``BLOCK``: its name (the ``section`` of its rows), a title, and a
+function that measures its rows. Adding a block means adding a module and its name to
+``BUILTIN``; code outside the package can :func:`register` one too. The command line iterates
+:func:`blocks`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .row import Row
 
 __all__ = ["BUILTIN", "Block", "blocks", "register", "run", "unregister"]
 
-BUILTIN: tuple[str, ...] = ("pooling", "caching", "batch", "traffic")
+BUILTIN: tuple[str, ...] = ("pooling", "caching", "batch", "traffic", "tiers")
 """The package's own blocks, each a module of ``agentperf.report`` defining ``BLOCK``."""
 
 

@@ -288,7 +288,14 @@ class RedisStore(Closeable):
         self._closed = False
         self._sync: redis.Redis | None
         if client is None:
-            self._sync = redis_mod.Redis.from_url(url or _DEFAULT_URL, **self._our_options(False))
+            if url == "":
+                raise ValueError("url='': expected a redis://, rediss:// or unix:// URL or None")
+            try:
+                self._sync = redis_mod.Redis.from_url(
+                    url or _DEFAULT_URL, **self._our_options(False)
+                )
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"url={url!r}: {e}") from e
             where = url or _DEFAULT_URL
         elif isinstance(client, redis_mod.asyncio.Redis):
             self._check_bytes(client)

@@ -1232,6 +1232,16 @@ impl<K: Key, V, C: Clock> Cache<K, V, C> {
         }
     }
 
+    /// Take back one miss noted with [`Cache::note_miss`] (a miss that turned out to be a hit
+    /// of another tier). Never goes below zero.
+    pub fn unnote_miss(&self) {
+        if self.count {
+            let _ = self
+                .noted_misses
+                .fetch_update(Relaxed, Relaxed, |m| m.checked_sub(1));
+        }
+    }
+
     /// The counters and the size. Reads atomics only (no shard lock): each figure is exact
     /// as of the last operation on its shard; shards are read one after the other.
     pub fn stats(&self) -> Stats {
@@ -1380,6 +1390,19 @@ mod tests {
         let o = c.set(k(key), v, Ttl::Default, &mut t);
         t.extend(o);
         t
+    }
+
+    #[test]
+    fn unnote_miss_takes_back_a_noted_miss_never_below_zero() {
+        let (c, _) = new(4, None);
+        c.note_miss();
+        c.note_miss();
+        c.unnote_miss();
+        c.note_hit();
+        assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+        c.unnote_miss();
+        c.unnote_miss();
+        assert_eq!(c.stats().misses, 0);
     }
 
     #[test]

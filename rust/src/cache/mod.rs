@@ -7,6 +7,10 @@ pub mod flight;
 #[cfg(feature = "python")]
 mod py;
 pub mod sketch;
+#[cfg(feature = "python")]
+mod tier;
 
 #[cfg(feature = "python")]
 pub use py::{Cache, CacheStats, CachedAgentCore, Flight};
+#[cfg(feature = "python")]
+pub use tier::{_cache_controls, Fill};

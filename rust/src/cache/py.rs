@@ -10,6 +10,7 @@
 
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Policy, Ttl};
 use super::flight::{self, Caller, FlightTicket, Lease, Reentrant, SingleFlight};
+use super::tier::{self, Control, Keep};
 use crate::aio::AsyncWaiter;
 use crate::args;
 use crate::blocking::{self, Waited};
@@ -165,6 +166,13 @@ pub struct CacheStats {
     /// Callers that received the outcome (value or exception) of another caller's in-flight
     /// call instead of running the agent (always 0 for a plain ``Cache``).
     coalesced: u64,
+    /// Calls served by the second tier (a store): also counted in ``hits``. 0 without one.
+    store_hits: u64,
+    /// Calls the store could not serve (not there, expired, or unreadable).
+    store_misses: u64,
+    /// Store failures (down, slow, skipped by its breaker) and entries that failed to
+    /// decode or could not be encoded; the calls went on without the store.
+    store_errors: u64,
 }
 
 #[pymethods]
@@ -172,7 +180,8 @@ impl CacheStats {
     fn __repr__(&self) -> String {
         format!(
             "CacheStats(hits={}, misses={}, hit_rate={:.2}, size={}, max_size={}, \
-             weight={}, max_weight={}, evictions={}, expirations={}, coalesced={})",
+             weight={}, max_weight={}, evictions={}, expirations={}, coalesced={}, \
+             store_hits={}, store_misses={}, store_errors={})",
             self.hits,
             self.misses,
             self.hit_rate,
@@ -183,8 +192,21 @@ impl CacheStats {
                 .map_or_else(|| "None".to_string(), |w| w.to_string()),
             self.evictions,
             self.expirations,
-            self.coalesced
+            self.coalesced,
+            self.store_hits,
+            self.store_misses,
+            self.store_errors
         )
+    }
+
+    /// A copy with the second tier's counters (for ``agentperf.CachedAgent`` with a store).
+    fn _with_store(&self, store_hits: u64, store_misses: u64, store_errors: u64) -> Self {
+        CacheStats {
+            store_hits,
+            store_misses,
+            store_errors,
+            ..self.clone()
+        }
     }
 }
 
@@ -206,6 +228,9 @@ fn stats_of<K: super::core::Key>(s: &PyStore<K>, coalesced: u64) -> CacheStats {
         evictions: st.evictions,
         expirations: st.expirations,
         coalesced,
+        store_hits: 0,
+        store_misses: 0,
+        store_errors: 0,
     }
 }
 
@@ -628,6 +653,7 @@ impl Shared {
         key: &[u8; 32],
         task: Option<Py<PyAny>>,
         waiter: Option<AsyncWaiter>,
+        refresh: bool,
     ) -> PyResult<Joined> {
         let me = std::thread::current().id();
         let mut trash = Vec::new();
@@ -636,7 +662,13 @@ impl Shared {
             key,
             PyCaller { thread: me, task },
             waiter.map(|w| (w, me)),
-            || self.store.get(key, |v| v.clone_ref(py), &mut trash, false),
+            || {
+                if refresh {
+                    None
+                } else {
+                    self.store.get(key, |v| v.clone_ref(py), &mut trash, false)
+                }
+            },
             &mut fx,
         );
         drop(trash);
@@ -655,17 +687,24 @@ impl Shared {
     /// End the flight `lease` of `key` with `outcome`: cache a value (unless invalidated
     /// meanwhile or closed), hand the outcome to every follower and wake the async ones.
     /// A weigher that fails turns the outcome into its error (returned, and shared with the
-    /// followers); nothing is cached then.
+    /// followers); nothing is cached then. `keep` says for how long (or whether) to cache a
+    /// value, and whether the leader's miss was a hit of the second tier.
     fn finish(
         &self,
         py: Python<'_>,
         key: &[u8; 32],
         lease: Lease,
         outcome: Outcome,
+        keep: Keep,
     ) -> PyResult<()> {
+        if keep.hit && matches!(outcome, Outcome::Value(_)) {
+            self.store.unnote_miss();
+            self.store.note_hit();
+        }
         // The weigher is user code: it runs here, before any lock is taken.
         let (outcome, weight, failed) = match (&self.weigher, &outcome) {
-            (Some(w), Outcome::Value(v)) => match args::weigh(w.bind(py), v.bind(py)) {
+            (Some(w), Outcome::Value(v)) if keep.store => match args::weigh(w.bind(py), v.bind(py))
+            {
                 Ok(n) => (outcome, n, None),
                 Err(e) => {
                     let f = Failure::new(e.value(py).clone().into_any());
@@ -681,11 +720,11 @@ impl Shared {
             lease,
             &outcome,
             |v| {
-                if !self.closed.load(Ordering::Relaxed) {
+                if keep.store && !self.closed.load(Ordering::Relaxed) {
                     let old = self.store.set_weighted(
                         *key,
                         v.clone_ref(py),
-                        Ttl::Default,
+                        keep.ttl,
                         weight,
                         &mut trash,
                     );
@@ -891,15 +930,25 @@ impl CachedAgentCore {
     #[pyo3(signature = (input, /))]
     fn execute(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_open()?;
+        let ctl = tier::control(py)?;
         let key = self.digest(input)?;
-        if let Some(v) = self.lookup(py, &key) {
-            return Ok(v);
+        if !ctl.refresh {
+            if let Some(v) = self.lookup(py, &key) {
+                return Ok(v);
+            }
         }
         loop {
-            match self.shared.join(py, &key, None, None)? {
+            match self.shared.join(py, &key, None, None, ctl.refresh)? {
                 Joined::Hit(v) => return Ok(v),
                 Joined::Lead(lease) => {
                     let r = ucall::call1(self.call.bind(py), input);
+                    let (r, keep) = match r {
+                        Ok(v) => {
+                            let (v, keep) = Keep::under(ctl).of(&v);
+                            (Ok(v), keep)
+                        }
+                        Err(e) => (Err(e), Keep::under(ctl)),
+                    };
                     let outcome = match &r {
                         Ok(v) => Outcome::Value(Arc::new(v.clone().unbind())),
                         Err(e) if e.is_instance_of::<PyException>(py) => {
@@ -908,7 +957,7 @@ impl CachedAgentCore {
                         // Cancellation, exit: the next caller leads.
                         Err(_) => Outcome::Retry,
                     };
-                    self.shared.finish(py, &key, lease, outcome)?;
+                    self.shared.finish(py, &key, lease, outcome, keep)?;
                     return r.map(Bound::unbind);
                 }
                 Joined::Wait(ticket) if crate::aio::in_running_loop(py)? => {
@@ -961,19 +1010,26 @@ impl CachedAgentCore {
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         self.check_open()?;
+        let ctl = tier::control(py)?;
         let key = self.digest_of(input, key)?;
-        if let Some(v) = self.lookup(py, &key) {
-            return Ok(v);
+        if !ctl.refresh {
+            if let Some(v) = self.lookup(py, &key) {
+                return Ok(v);
+            }
         }
         let task = current_task(py)?;
         let waiter = AsyncWaiter::new(py)?;
         let fut = waiter.future(py).unbind();
-        let flight = match self.shared.join(py, &key, task, Some(waiter))? {
+        let flight = match self
+            .shared
+            .join(py, &key, task, Some(waiter), ctl.refresh)?
+        {
             Joined::Hit(v) => return Ok(v),
-            Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease),
+            Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease, ctl),
             Joined::Wait(t) => Flight {
                 shared: self.shared.clone(),
                 key,
+                ctl,
                 lead: None,
                 done: AtomicBool::new(false),
                 ticket: Some(t),
@@ -1019,6 +1075,35 @@ impl CachedAgentCore {
     /// Remove every entry (calls in flight are not cached either).
     fn invalidate_all(&self) {
         self.shared.invalidate_all();
+    }
+
+    /// Second tier: keep ``value`` for ``input`` (``key``: ``key_generator(input)``, computed
+    /// by the caller) for ``ttl`` seconds (``None``: the default), as a store's bulk lookup
+    /// found it. Counts nothing. A value heavier than ``max_weight`` is not kept.
+    #[pyo3(signature = (input, key, value, ttl=None, /))]
+    fn _put(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        self.check_open()?;
+        let key = self.digest_of(input, key)?;
+        let ttl = tier::ttl_of(ttl)?;
+        let weight = match &self.shared.weigher {
+            Some(w) => args::weigh(w.bind(py), value)?,
+            None => 1,
+        };
+        let mut trash = Vec::new();
+        let old =
+            self.shared
+                .store
+                .set_weighted(key, value.clone().unbind(), ttl, weight, &mut trash);
+        drop(trash);
+        drop(old);
+        Ok(())
     }
 
     /// Hits, misses, hit rate (percent), size, max_size, evictions, expirations and
@@ -1077,6 +1162,8 @@ impl CachedAgentCore {
 pub struct Flight {
     shared: Arc<Shared>,
     key: [u8; 32],
+    /// The `cache_control` of the caller (a leader keeps nothing under `no_store`).
+    ctl: Control,
     lead: Option<Lease>,
     done: AtomicBool,
     ticket: Option<PyTicket>,
@@ -1085,10 +1172,11 @@ pub struct Flight {
 
 impl Flight {
     /// The flight of the caller that runs the agent for `key`.
-    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], lease: Lease) -> Self {
+    fn for_leader(shared: &Arc<Shared>, key: [u8; 32], lease: Lease, ctl: Control) -> Self {
         Flight {
             shared: shared.clone(),
             key,
+            ctl,
             lead: Some(lease),
             done: AtomicBool::new(false),
             ticket: None,
@@ -1096,10 +1184,10 @@ impl Flight {
         }
     }
 
-    fn end(&self, py: Python<'_>, outcome: Outcome) -> PyResult<()> {
+    fn end(&self, py: Python<'_>, outcome: Outcome, keep: Keep) -> PyResult<()> {
         if let Some(lease) = self.lead {
             if !self.done.swap(true, Ordering::AcqRel) {
-                return self.shared.finish(py, &self.key, lease, outcome);
+                return self.shared.finish(py, &self.key, lease, outcome, keep);
             }
         }
         Ok(())
@@ -1120,19 +1208,24 @@ impl Flight {
         self.future.as_ref().map(|f| f.clone_ref(py))
     }
 
-    /// Leader: the agent returned ``value``.
-    fn succeed(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<()> {
-        self.end(py, Outcome::Value(Arc::new(value)))
+    /// Leader: the agent returned ``value`` (a ``_Fill`` says how the cache keeps it).
+    fn succeed(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let (v, keep) = Keep::under(self.ctl).of(&value);
+        self.end(py, Outcome::Value(Arc::new(v.unbind())), keep)
     }
 
     /// Leader: the agent raised ``exc`` (an ``Exception``); it is shared, not cached.
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
-        let _ = self.end(py, Outcome::Error(Arc::new(Failure::new(exc))));
+        let _ = self.end(
+            py,
+            Outcome::Error(Arc::new(Failure::new(exc))),
+            Keep::under(self.ctl),
+        );
     }
 
     /// Leader: cancelled (or a ``BaseException``); a waiter or the next caller runs the agent.
     fn abandon(&self, py: Python<'_>) {
-        let _ = self.end(py, Outcome::Retry);
+        let _ = self.end(py, Outcome::Retry, Keep::under(self.ctl));
     }
 
     /// Waiter: ``(True, value)``, the leader's exception raised, or ``(False, None)`` if the
@@ -1165,7 +1258,7 @@ impl Drop for Flight {
     fn drop(&mut self) {
         if self.lead.is_some() && !self.done.load(Ordering::Acquire) {
             Python::attach(|py| {
-                let _ = self.end(py, Outcome::Retry);
+                let _ = self.end(py, Outcome::Retry, Keep::under(self.ctl));
             });
         }
         if let Some(t) = &self.ticket {
