@@ -432,3 +432,30 @@ def test_import_agentperf_imports_no_exporter_library() -> None:
         "if m.startswith(('prometheus_client', 'opentelemetry'))]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_store_backed_cached_agent_exports_its_store_counters(
+    registry: prometheus_client.CollectorRegistry, tmp_path: Any
+) -> None:
+    """The second tier's counters reach the metrics: a store hit, store misses and an error."""
+    calls: list[str] = []
+
+    def agent(x: str) -> str:
+        calls.append(x)
+        return x.upper()
+
+    store = ap.SqliteStore(str(tmp_path / "m.db"), namespace="metrics")
+    writer = ap.CachedAgent(agent, max_size=8, store=store)
+    reader = ap.CachedAgent(agent, max_size=8, store=store, name="t.tier")
+    try:
+        assert writer.execute("a") == "A"
+        assert reader.execute("a") == "A"  # an L1 miss, an L2 hit
+        assert reader.execute("b") == "B"  # a miss in both
+        s = reader.stats()
+        assert (s.store_hits, s.store_misses, calls) == (1, 1, ["a", "b"])
+        for f in ("hits", "misses", "store_hits", "store_misses", "store_errors"):
+            assert value(registry, f"agentperf_cache_{f}_total", name="t.tier") == getattr(s, f)
+    finally:
+        writer.close()
+        reader.close()
+        store.close()

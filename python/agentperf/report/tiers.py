@@ -13,6 +13,7 @@ else ``127.0.0.1:6379``; the report starts none).
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -160,8 +161,9 @@ def _sqlite_peer(path: str, keys: list[str], repeat: int, body: bytes) -> tuple[
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                from langchain_community.cache import SQLiteCache
-                from langchain_core.outputs import Generation
+                # Looked up by name: langchain is a bench-only peer without stubs.
+                SQLiteCache = importlib.import_module("langchain_community.cache").SQLiteCache
+                Generation = importlib.import_module("langchain_core.outputs").Generation
 
                 warnings.simplefilter("ignore")  # again: the import adds filters of its own
                 lc = SQLiteCache(database_path=path)
@@ -178,8 +180,6 @@ def _sqlite_peer(path: str, keys: list[str], repeat: int, body: bytes) -> tuple[
                     )
             return sorted(samples)[len(samples) // 2], "LangChain SQLiteCache.lookup"
         if have("diskcache"):
-            import importlib
-
             diskcache: Any = importlib.import_module("diskcache")  # no type stubs
 
             with diskcache.Cache(path) as dc:
