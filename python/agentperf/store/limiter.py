@@ -266,6 +266,42 @@ class ClusterRateLimiter(RateLimiter):
         "_wake",
         "_warned",
     )
+    _acquired: int
+    _afuts: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+    _beat_at: float
+    _burst_arg: float | None
+    _closed: bool
+    _cond: threading.Condition
+    _down: bool
+    _epoch: int
+    _event_key: str
+    _fallback: RateLimiter | None
+    _fallback_granted: float
+    _fallback_members: int
+    _granted: float
+    _keys: list[str]
+    _lease: float
+    _lease_ttl: float
+    _leases: collections.deque[list[float]]
+    _lock: threading.Lock
+    _member: str
+    _members: int
+    _pause_start: float
+    _pause_until: float
+    _paused_done: float
+    _pid: int
+    _round_trips: int
+    _script: Any
+    _store: RedisStore
+    _store_errors: int
+    _subscribed: bool
+    _tau_us: float
+    _unit_us: float
+    _wait_s: float
+    _waited: int
+    _waiting: int
+    _wake: Callable[[], None] | None
+    _warned: bool
 
     def __new__(
         cls,
@@ -298,7 +334,7 @@ class ClusterRateLimiter(RateLimiter):
         self._event_key = f"limiter:{valid}"
         self._closed = False
         self._warned = False
-        self._wake: Callable[[], None] | None = None
+        self._wake = None
         self._reset_process()
         _LIMITERS.add(self)
         _registry.register("limiter", self)
@@ -308,15 +344,15 @@ class ClusterRateLimiter(RateLimiter):
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._epoch = 0  # bumped by every pause heard of: sleeping waiters book again
-        self._afuts: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._afuts = set()
         # Local leases: [ready (monotonic), expires (monotonic), units left].
-        self._leases: collections.deque[list[float]] = collections.deque()
+        self._leases = collections.deque()
         self._waiting = 0
         self._pid = os.getpid()
         self._member = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
         self._beat_at = -math.inf
         self._subscribed = False
-        self._script: Any = None
+        self._script = None
         self._down = False
         self._fallback: RateLimiter | None = None
         self._fallback_members = 0
