@@ -278,3 +278,13 @@ def test_a_cluster_wide_limiter_holds_across_the_actors(
     client: Any = store._sync
     assert client.exists(lim.keys[0])  # the actors' limiters drew from Redis
     store.close()
+
+
+@pytest.mark.timeout(120)
+async def test_sync_entry_points_in_a_running_loop_are_refused(ray_cluster: None) -> None:
+    with ap.BatchExecutor(double_or_boom, backend=ap.RayBackend(actors=1)) as ex:
+        with pytest.raises(RuntimeError, match=r"execute\(\) blocks.*aexecute"):
+            ex.execute([1])
+        with pytest.raises(RuntimeError, match=r"stream\(\) blocks.*astream"):
+            ex.stream([1])
+        assert (await ex.aexecute([1, 2])).outputs == [2, 4]  # the async twin works here
