@@ -235,6 +235,7 @@ class ClusterRateLimiter(RateLimiter):
         "_burst_arg",
         "_closed",
         "_cond",
+        "_cur",
         "_down",
         "_epoch",
         "_event_key",
@@ -272,6 +273,7 @@ class ClusterRateLimiter(RateLimiter):
     _burst_arg: float | None
     _closed: bool
     _cond: threading.Condition
+    _cur: float
     _down: bool
     _epoch: int
     _event_key: str
@@ -328,7 +330,9 @@ class ClusterRateLimiter(RateLimiter):
         self._unit_us = unit * 1e6
         self._tau_us = self.burst * unit * 1e6
         self._lease = float(max(1, math.floor(min(self.rate / 100.0, self.burst))))
-        self._lease_ttl = max(0.05, 2.0 * self._lease * unit)
+        # Units reserved at a slot are spent within 1 % of `per` of it, or dropped: any window
+        # of `per` seconds then sees at most rate x 1.01 + burst, whatever the member count.
+        self._lease_ttl = 0.01 * self.per
         base = f"{st.prefix}limiter:{valid}:"
         self._keys = [base + "tat", base + "pause", base + "members"]
         self._event_key = f"limiter:{valid}"
@@ -347,6 +351,7 @@ class ClusterRateLimiter(RateLimiter):
         self._afuts = set()
         # Local leases: [ready (monotonic), expires (monotonic), units left].
         self._leases = collections.deque()
+        self._cur = self._lease  # the lease asked for now (halves when units expire unused)
         self._waiting = 0
         self._pid = os.getpid()
         self._member = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
@@ -408,6 +413,8 @@ class ClusterRateLimiter(RateLimiter):
             leases = self._leases
             while leases and leases[0][1] <= now:
                 leases.popleft()
+                # Units left to expire: this process asks for less at a time.
+                self._cur = max(1.0, math.floor(self._cur / 2.0))
             have, ready = 0.0, now
             for lease in leases:
                 if lease[1] <= now:
@@ -429,15 +436,14 @@ class ClusterRateLimiter(RateLimiter):
                     break
             while leases and leases[0][2] <= _EPS:
                 leases.popleft()
+                # A lease used up in time: this process may ask for more at a time.
+                self._cur = min(self._lease, self._cur * 2.0)
             return ready
 
     def _leased(self) -> float:
         now = time.monotonic()
         with self._lock:
             return sum((x[2] for x in self._leases if x[1] > now), 0.0)
-
-    def _shortfall(self, cost: float) -> float:
-        return max(cost - self._leased(), 0.0) or cost
 
     def _drop_leases(self) -> None:
         with self._lock:
@@ -469,7 +475,9 @@ class ClusterRateLimiter(RateLimiter):
             except RuntimeError:  # its loop is closed
                 pass
 
-    def _book(self, reply: Any, units: float) -> tuple[bool, float]:
+    def _book(self, reply: Any, units: float, cost: float, sent: float) -> float | None:
+        """The instant ``cost`` of the ``units`` just asked for is ready (the rest goes to the
+        local lease), or ``None`` when the quota's wait exceeded the limit (nothing booked)."""
         granted, wait_us, members, pause_us = (int(x) for x in reply)
         now = time.monotonic()
         wait = max(wait_us, 0) / 1e6
@@ -478,11 +486,18 @@ class ClusterRateLimiter(RateLimiter):
             self._members = members
         if pause_us > 0:
             self._saw_pause(now + pause_us / 1e6)
-        if granted:
-            ready = now + wait
-            with self._lock:
-                self._leases.append([ready, ready + self._lease_ttl, units])
-        return bool(granted), wait
+        if not granted:
+            return None
+        # The slot is somewhere between sending and the answer: ready at the latest, expiring
+        # counted from the earliest.
+        ready = now + wait
+        rest = units - cost
+        if rest > _EPS:
+            expires = sent + wait + self._lease_ttl
+            if expires > ready:
+                with self._lock:
+                    self._leases.append([ready, expires, rest])
+        return ready
 
     def _args(self, units: float, max_wait: float) -> list[Any]:
         now = time.monotonic()
@@ -510,11 +525,14 @@ class ClusterRateLimiter(RateLimiter):
 
     # -- round trips ------------------------------------------------------------------------
 
-    def _reserve(self, units: float, max_wait: float) -> tuple[bool, float] | None:
-        """One round trip: ``(granted, wait)``, or ``None`` when the store failed."""
+    def _reserve(self, cost: float, max_wait: float) -> tuple[float | None] | None:
+        """One round trip booking ``cost`` and a lease: ``(ready,)`` (``(None,)``: the wait
+        exceeds ``max_wait``, nothing booked), or ``None`` when the store failed."""
         self._subscribe()
         store = self._store
+        units = max(self._cur, cost)
         args = self._args(units, max_wait)
+        sent = time.monotonic()
 
         def run() -> Any:
             c = store._sync_client()
@@ -528,12 +546,14 @@ class ClusterRateLimiter(RateLimiter):
         except StoreError as e:
             self._failed(e)
             return None
-        return self._book(reply, units)
+        return (self._book(reply, units, cost, sent),)
 
-    async def _areserve(self, units: float, max_wait: float) -> tuple[bool, float] | None:
+    async def _areserve(self, cost: float, max_wait: float) -> tuple[float | None] | None:
         self._subscribe()
         store = self._store
+        units = max(self._cur, cost)
         args = self._args(units, max_wait)
+        sent = time.monotonic()
 
         async def run() -> Any:
             return await store._ascript(store._async_client(), _RESERVE, self._keys, args)
@@ -544,7 +564,7 @@ class ClusterRateLimiter(RateLimiter):
         except StoreError as e:
             self._failed(e)
             return None
-        return self._book(reply, units)
+        return (self._book(reply, units, cost, sent),)
 
     def _refund(self, units: float) -> None:
         store = self._store
@@ -637,15 +657,15 @@ class ClusterRateLimiter(RateLimiter):
         self._check_open()
         if self._take(c, time.monotonic(), 0.0) is not None:
             return self._granted_now(c, 0.0)
-        got = self._reserve(max(self._lease, self._shortfall(c)), 0.0)
+        got = self._reserve(c, 0.0)
         if got is None:
             if self._local().try_acquire(c):
                 self._fallback_granted += c
                 return self._granted_now(c, 0.0)
             return False
-        if got[0] and self._take(c, time.monotonic(), 0.0) is not None:
-            return self._granted_now(c, 0.0)
-        return False
+        if got[0] is None:
+            return False
+        return self._granted_now(c, 0.0)
 
     def acquire(self, cost: float = 1.0, timeout: float | datetime.timedelta | None = None) -> bool:
         """Take ``cost`` units, blocking this thread (the GIL released) up to ``timeout``
@@ -672,29 +692,30 @@ class ClusterRateLimiter(RateLimiter):
                 now = time.monotonic()
                 left = deadline - now
                 ready = self._take(c, now, left)
-                if ready is not None:
-                    if ready <= now:
-                        return self._granted_now(c, 0.0)
-                    try:
-                        woke = self._sleep_until(ready, epoch)
-                    except BaseException:
-                        self._refund(c)
-                        raise
-                    if woke:
-                        return self._granted_now(c, time.monotonic() - start)
-                    self._refund(c)  # paused meanwhile: book again behind the pause
-                    continue
-                if left <= 0:
-                    return False
-                got = self._reserve(max(self._lease, self._shortfall(c)), left)
-                if got is None:
-                    rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
-                    if self._local().acquire(c, timeout=rest):
-                        self._fallback_granted += c
-                        return self._granted_now(c, time.monotonic() - start)
-                    return False
-                if not got[0]:
-                    return False  # the quota's wait is longer than the timeout
+                if ready is None:
+                    if left <= 0:
+                        return False
+                    got = self._reserve(c, left)
+                    if got is None:
+                        fb = self._local()
+                        rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
+                        if fb.acquire(c, timeout=rest):
+                            self._fallback_granted += c
+                            return self._granted_now(c, time.monotonic() - start)
+                        return False
+                    if got[0] is None:
+                        return False  # the quota's wait is longer than the timeout
+                    ready = got[0]
+                if ready <= time.monotonic() and self._epoch == epoch:
+                    return self._granted_now(c, 0.0)
+                try:
+                    woke = self._sleep_until(ready, epoch)
+                except BaseException:
+                    self._refund(c)
+                    raise
+                if woke:
+                    return self._granted_now(c, time.monotonic() - start)
+                self._refund(c)  # paused meanwhile: book again behind the pause
         finally:
             with self._lock:
                 self._waiting -= 1
@@ -719,29 +740,30 @@ class ClusterRateLimiter(RateLimiter):
                 now = time.monotonic()
                 left = deadline - now
                 ready = self._take(c, now, left)
-                if ready is not None:
-                    if ready <= now:
-                        return self._granted_now(c, 0.0)
-                    try:
-                        woke = await self._asleep_until(ready, epoch)
-                    except BaseException:
-                        await self._arefund(c)
-                        raise
-                    if woke:
-                        return self._granted_now(c, time.monotonic() - start)
+                if ready is None:
+                    if left <= 0:
+                        return False
+                    got = await self._areserve(c, left)
+                    if got is None:
+                        fb = self._local()
+                        rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
+                        if await fb.aacquire(c, timeout=rest):
+                            self._fallback_granted += c
+                            return self._granted_now(c, time.monotonic() - start)
+                        return False
+                    if got[0] is None:
+                        return False
+                    ready = got[0]
+                if ready <= time.monotonic() and self._epoch == epoch:
+                    return self._granted_now(c, 0.0)
+                try:
+                    woke = await self._asleep_until(ready, epoch)
+                except BaseException:
                     await self._arefund(c)
-                    continue
-                if left <= 0:
-                    return False
-                got = await self._areserve(max(self._lease, self._shortfall(c)), left)
-                if got is None:
-                    rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
-                    if await self._local().aacquire(c, timeout=rest):
-                        self._fallback_granted += c
-                        return self._granted_now(c, time.monotonic() - start)
-                    return False
-                if not got[0]:
-                    return False
+                    raise
+                if woke:
+                    return self._granted_now(c, time.monotonic() - start)
+                await self._arefund(c)  # paused meanwhile: book again behind the pause
         finally:
             with self._lock:
                 self._waiting -= 1
