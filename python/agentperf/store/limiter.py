@@ -540,7 +540,7 @@ class ClusterRateLimiter(RateLimiter):
                 self._script = c.register_script(_RESERVE)
             return self._script(keys=self._keys, args=args, client=c)
 
-        self._round_trips += 1
+        self._bump("_round_trips", 1)
         try:
             reply = store._guard.call("limiter", run)
         except StoreError as e:
@@ -558,7 +558,7 @@ class ClusterRateLimiter(RateLimiter):
         async def run() -> Any:
             return await store._ascript(store._async_client(), _RESERVE, self._keys, args)
 
-        self._round_trips += 1
+        self._bump("_round_trips", 1)
         try:
             reply = await store._guard.acall("limiter", run)
         except StoreError as e:
@@ -575,7 +575,7 @@ class ClusterRateLimiter(RateLimiter):
                 lambda: store._sync_client().eval(_REFUND, 1, self._keys[0], arg),
             )
         except StoreError:
-            self._store_errors += 1
+            self._bump("_store_errors", 1)
 
     async def _arefund(self, units: float) -> None:
         store = self._store
@@ -587,10 +587,10 @@ class ClusterRateLimiter(RateLimiter):
         try:
             await store._guard.acall("limiter.refund", run)
         except StoreError:
-            self._store_errors += 1
+            self._bump("_store_errors", 1)
 
     def _failed(self, e: StoreError) -> None:
-        self._store_errors += 1
+        self._bump("_store_errors", 1)
         self._down = True
         if not self._warned:
             self._warned = True
@@ -614,12 +614,17 @@ class ClusterRateLimiter(RateLimiter):
             self._fallback_members = members
         return fb
 
+    def _bump(self, counter: str, n: float) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + n)
+
     def _granted_now(self, cost: float, waited: float) -> bool:
-        self._granted += cost
-        self._acquired += 1
-        if waited > 0:
-            self._waited += 1
-            self._wait_s += waited
+        with self._lock:  # threads of any loop count here: no update lost
+            self._granted += cost
+            self._acquired += 1
+            if waited > 0:
+                self._waited += 1
+                self._wait_s += waited
         return True
 
     def _sleep_until(self, ready: float, epoch: int) -> bool:
@@ -660,7 +665,7 @@ class ClusterRateLimiter(RateLimiter):
         got = self._reserve(c, 0.0)
         if got is None:
             if self._local().try_acquire(c):
-                self._fallback_granted += c
+                self._bump("_fallback_granted", c)
                 return self._granted_now(c, 0.0)
             return False
         if got[0] is None:
@@ -700,7 +705,7 @@ class ClusterRateLimiter(RateLimiter):
                         fb = self._local()
                         rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
                         if fb.acquire(c, timeout=rest):
-                            self._fallback_granted += c
+                            self._bump("_fallback_granted", c)
                             return self._granted_now(c, time.monotonic() - start)
                         return False
                     if got[0] is None:
@@ -748,7 +753,7 @@ class ClusterRateLimiter(RateLimiter):
                         fb = self._local()
                         rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
                         if await fb.aacquire(c, timeout=rest):
-                            self._fallback_granted += c
+                            self._bump("_fallback_granted", c)
                             return self._granted_now(c, time.monotonic() - start)
                         return False
                     if got[0] is None:
@@ -804,7 +809,7 @@ class ClusterRateLimiter(RateLimiter):
         try:
             left_us = int(store._guard.call("limiter.paused_for", run))
         except StoreError:
-            self._store_errors += 1
+            self._bump("_store_errors", 1)
             return max(self._pause_until - time.monotonic(), 0.0)
         if left_us > 0:
             self._saw_pause(time.monotonic() + left_us / 1e6)
