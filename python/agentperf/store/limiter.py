@@ -416,9 +416,9 @@ class ClusterRateLimiter(RateLimiter):
         with self._lock:
             leases = self._leases
             while leases and leases[0][1] <= now:
-                leases.popleft()
-                # Units left to expire: this process asks for less at a time.
-                self._cur = max(1.0, math.floor(self._cur / 2.0))
+                if leases.popleft()[2] > _EPS:
+                    # Units left to expire: this process asks for less at a time.
+                    self._cur = max(1.0, math.floor(self._cur / 2.0))
             have, ready = 0.0, now
             for lease in leases:
                 if lease[1] <= now:
