@@ -235,6 +235,7 @@ class ClusterRateLimiter(RateLimiter):
         "_acquired",
         "_afuts",
         "_beat_at",
+        "_bg",
         "_burst_arg",
         "_closed",
         "_cond",
@@ -273,6 +274,7 @@ class ClusterRateLimiter(RateLimiter):
     _acquired: int
     _afuts: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
     _beat_at: float
+    _bg: set[asyncio.Task[None]]
     _burst_arg: float | None
     _closed: bool
     _cond: threading.Condition
@@ -352,6 +354,7 @@ class ClusterRateLimiter(RateLimiter):
         self._cond = threading.Condition()
         self._epoch = 0  # bumped by every pause heard of: sleeping waiters book again
         self._afuts = set()
+        self._bg = set()  # refunds of bookings whose waiter was cancelled mid round trip
         # Local leases: [ready (monotonic), expires (monotonic), units left].
         self._leases = collections.deque()
         self._cur = self._lease  # the lease asked for now (halves when units expire unused)
@@ -596,6 +599,19 @@ class ClusterRateLimiter(RateLimiter):
         except StoreError:
             self._bump("_store_errors", 1)
 
+    def _refund_when_booked(self, cost: float) -> Callable[[asyncio.Future[Any]], None]:
+        def done(trip: asyncio.Future[Any]) -> None:
+            if trip.cancelled() or trip.exception() is not None:
+                return
+            got = trip.result()
+            if got is None or got[0] is None:
+                return
+            task = asyncio.get_running_loop().create_task(self._arefund(cost))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+        return done
+
     def _failed(self, e: StoreError) -> None:
         self._bump("_store_errors", 1)
         self._down = True
@@ -761,7 +777,14 @@ class ClusterRateLimiter(RateLimiter):
                 if ready is None:
                     if left <= 0:
                         return False
-                    got = await self._areserve(c, left)
+                    # Shielded: a waiter cancelled during the round trip gives back what the
+                    # script booked for it once the answer is in.
+                    trip = asyncio.ensure_future(self._areserve(c, left))
+                    try:
+                        got = await asyncio.shield(trip)
+                    except BaseException:
+                        trip.add_done_callback(self._refund_when_booked(c))
+                        raise
                     if got is None:
                         fb = self._local()
                         rest = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0)
