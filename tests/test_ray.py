@@ -7,6 +7,7 @@ that is the proof that a batch behaves alike in one process and on actors.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import pathlib
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 import agentperf as ap
+from redis_server import redis_server_fixture  # noqa: F401 - fixture
 
 ray = pytest.importorskip("ray")
 
@@ -207,8 +209,15 @@ def test_bad_configuration(ray_cluster: None) -> None:
         ap.RayBackend(actor_options=[("num_cpus", 1)])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="backend="):
         ap.BatchExecutor(double_or_boom, backend="ray")  # type: ignore[call-overload]
-    with pytest.raises(ValueError, match="rate_limit"):
+    with pytest.raises(ValueError, match="semaphore="):
         ap.BatchExecutor(double_or_boom, semaphore=ap.Semaphore(2), backend=ap.RayBackend())
+    # A limiter kept in one process: each actor would let the whole rate through.
+    with pytest.raises(ValueError, match=r"rate_limit=.*store=.*name="):
+        ap.BatchExecutor(double_or_boom, rate_limit=ap.RateLimiter(5), backend=ap.RayBackend())
+    with pytest.raises(ValueError, match=r"rate_limit=.*store=.*name="):
+        ap.BatchExecutor(
+            double_or_boom, rate_limit=[(ap.RateLimiter(5), len)], backend=ap.RayBackend()
+        )
 
 
 @pytest.mark.timeout(120)
@@ -232,5 +241,50 @@ def test_closing_the_executor_ends_the_actors(ray_cluster: None) -> None:
     handles = list(backend._handles)
     ex.close()
     assert backend._handles == []
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(handles[0].ping.remote(), timeout=30)
+    # ray.kill is asynchronous: a call sent right after it may still be served. Wait for the
+    # actor's state (dead), not for a fixed time.
+    deadline = time.monotonic() + 60
+    dead = False
+    while not dead and time.monotonic() < deadline:
+        try:
+            ray.get(handles[0].ping.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            dead = True
+        else:
+            time.sleep(0.05)
+    assert dead, "the actor still answers a minute after the executor was closed"
+
+
+def _stamp(x: int) -> float:
+    return time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the host
+
+
+@pytest.mark.timeout(180)
+def test_a_cluster_wide_limiter_holds_across_the_actors(
+    ray_cluster: None, redis_server: Any
+) -> None:
+    rate, burst, n = 40.0, 4.0, 70
+    store = ap.RedisStore(redis_server.url, namespace="ray" + os.urandom(4).hex())
+    lim = ap.RateLimiter(rate, burst=burst, store=store, name="ray-rpm")
+    with ap.BatchExecutor(
+        _stamp, max_concurrency=16, rate_limit=lim, backend=ap.RayBackend(actors=2)
+    ) as ex:
+        result = ex.execute(range(n))
+    assert result.errors == [] and len(result.outputs) == n
+    stamps = sorted(result.outputs)
+    peak = max(bisect.bisect_left(stamps, t + 1.0) - i for i, t in enumerate(stamps))
+    # One budget for both actors: never above the rate (+1 % in leases) and the burst.
+    assert peak <= rate * 1.02 + burst
+    client: Any = store._sync
+    assert client.exists(lim.keys[0])  # the actors' limiters drew from Redis
+    store.close()
+
+
+@pytest.mark.timeout(120)
+async def test_sync_entry_points_in_a_running_loop_are_refused(ray_cluster: None) -> None:
+    with ap.BatchExecutor(double_or_boom, backend=ap.RayBackend(actors=1)) as ex:
+        with pytest.raises(RuntimeError, match=r"execute\(\) blocks.*aexecute"):
+            ex.execute([1])
+        with pytest.raises(RuntimeError, match=r"stream\(\) blocks.*astream"):
+            ex.stream([1])
+        assert (await ex.aexecute([1, 2])).outputs == [2, 4]  # the async twin works here

@@ -139,3 +139,18 @@ def metrics() -> None:
     collector = ap.metrics.register_prometheus()
     assert_type(collector, ap.metrics.AgentperfCollector)
     assert_type(ap.metrics.instrument_otel().instruments, dict[str, Any])
+
+
+def cluster_limiter(url: str) -> None:
+    """A store-backed RateLimiter is still a RateLimiter (one quota across processes)."""
+    from agentperf.store.limiter import ClusterRateLimiter, ClusterRateLimiterStats
+
+    lim = ap.RateLimiter(500, per=60.0, store=ap.RedisStore(url), name="rpm")
+    assert_type(lim, ap.RateLimiter)
+    assert_type(lim.try_acquire(), bool)
+    direct = ClusterRateLimiter(500, per=60.0, store=ap.RedisStore(url), name="rpm")
+    assert_type(direct.stats(), ClusterRateLimiterStats)
+    assert_type(direct.stats().store_errors, int)
+    with direct:
+        assert_type(direct.store, ap.RedisStore)
+    ap.BatchExecutor(summarize, rate_limit=lim, backend=ap.RayBackend(actors=2))

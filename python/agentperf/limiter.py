@@ -25,7 +25,7 @@ import datetime
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _meter
 from ._agentperf import RateLimiter as _RustRateLimiter
@@ -36,6 +36,9 @@ from ._config import wait as _wait
 from ._http import retry_after, status_of
 from .agent import adapt
 from .metrics import _registry
+
+if TYPE_CHECKING:
+    from .store import RedisStore
 
 __all__ = ["RateLimitedAgent", "RateLimiter", "RateLimiterStats"]
 
@@ -54,6 +57,10 @@ class RateLimiter(_RustRateLimiter):
     ``burst``, ``waiting``, ``paused_for``. ``name=`` (1 to 128 characters of
     ``A-Za-z0-9_.:/-``) exports it in the metrics (:mod:`agentperf.metrics`) while it lives.
 
+    ``store=ap.RedisStore(url)`` (with a ``name=``, required then) makes one budget shared by
+    every process that uses the same store and name: a
+    :class:`~agentperf.store.limiter.ClusterRateLimiter` (GCRA in Redis, small local leases).
+
     ``acquire`` on a thread whose event loop is running raises ``RuntimeError`` when it would
     have to wait: inside a coroutine use ``await limiter.aacquire()``.
     """
@@ -68,7 +75,12 @@ class RateLimiter(_RustRateLimiter):
         burst: float | None = None,
         *,
         name: str | None = None,
+        store: RedisStore | None = None,
     ) -> RateLimiter:
+        if store is not None and cls is RateLimiter:
+            from .store.limiter import ClusterRateLimiter
+
+            return ClusterRateLimiter(rate, per, burst, name=name, store=store)
         valid = _valid_name(name)
         self = super().__new__(cls, rate, per, burst)
         self._name = valid

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._config import boolean, optional_callable, show
 
-__all__ = ["check_inputs", "check_progress", "limits", "refuse_in_loop"]
+__all__ = ["check_inputs", "check_progress", "cluster_unsafe", "limits", "refuse_in_loop"]
 
 
 def check_progress(progress: Any, on_progress: Any) -> bool:
@@ -73,3 +73,16 @@ def limits(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [one(v) for v in value]
     return [one(value)]
+
+
+def cluster_unsafe(limits: list[Any]) -> list[Any]:
+    """The limiters of ``limits`` kept in one process (not in a store): under Ray each actor
+    would let the whole limit through."""
+    from ..store.limiter import ClusterRateLimiter
+
+    out = []
+    for v in limits:
+        lim = v[0] if isinstance(v, tuple) else v
+        if not isinstance(lim, ClusterRateLimiter):
+            out.append(lim)
+    return out

@@ -26,7 +26,7 @@ from ..config import BatchConfig, build
 from ..metrics import _registry
 from ..semaphore import Semaphore
 from .attempt import Call, layered
-from .checks import check_inputs, check_progress, limits, refuse_in_loop
+from .checks import check_inputs, check_progress, cluster_unsafe, limits, refuse_in_loop
 from .results import BatchExecutorStats, BatchItem, BatchResult, BatchStats
 from .run import Run
 from .stream import BatchStream, drive
@@ -138,11 +138,19 @@ class BatchExecutor(Closeable, Generic[I, O]):
                 raise TypeError(
                     f"backend={show(backend)}: expected an agentperf.RayBackend or None"
                 )
-            if semaphore is not None or self.rate_limit:
+            if semaphore is not None:
                 raise ValueError(
-                    "backend=RayBackend(...): semaphore= and rate_limit= hold in one process "
-                    "only, so each actor would let the whole limit through; wrap the agent in "
-                    "RateLimitedAgent with a cluster-wide limiter instead"
+                    "backend=RayBackend(...): semaphore= holds in one process only, so each "
+                    "actor would let the whole limit through; max_concurrency is already the "
+                    "total over the actors"
+                )
+            local = cluster_unsafe(self.rate_limit)
+            if local:
+                raise ValueError(
+                    f"backend=RayBackend(...): rate_limit={show(local[0])} holds in one process "
+                    "only, so each actor would let the whole limit through; make it "
+                    "cluster-wide with ap.RateLimiter(rate, per, store=ap.RedisStore(url), "
+                    "name='...') (store= and name=)"
                 )
         self.backend = backend
         mc = self.config.max_concurrency

@@ -151,6 +151,9 @@ class RayBackend:
                 "item_timeout": cfg.item_timeout,
                 "error_policy": cfg.error_policy,
                 "retry": ex.retry,
+                # Cluster-wide limiters only (the executor refuses others): each actor
+                # rebuilds them from their store's URL and joins the same budget.
+                "rate_limit": list(ex.rate_limit) or None,
                 "timeout": None,
                 "enable_stats": False,
             }
