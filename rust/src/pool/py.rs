@@ -664,6 +664,15 @@ pub struct Leased {
     acall: Py<PyAny>,
 }
 
+#[pymethods]
+impl Leased {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Immutable: no `__clear__` (an agent referring to its lease step is collectable).
+        visit.call(&self.agent)?;
+        visit.call(&self.acall)
+    }
+}
+
 /// A step of an async acquire: a slot is reserved for the caller, who creates the agent (an
 /// async factory) and reports it with `_adopt`, or its failure with `_create_failed`.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_CreateSlot")]
