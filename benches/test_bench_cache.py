@@ -144,7 +144,9 @@ async def aslow(x: Any) -> Any:
     return OUTPUT
 
 
-def _drive_coalesced(benchmark: Any, aexecute: Callable[[Any], Any], clear: Callable[[], Any]) -> None:
+def _drive_coalesced(
+    benchmark: Any, aexecute: Callable[[Any], Any], clear: Callable[[], Any]
+) -> None:
     loop = asyncio.new_event_loop()
     try:
 
