@@ -12,6 +12,7 @@ cache (divide the median by 1000 for one operation).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -133,3 +134,61 @@ def test_loop_overhead(benchmark: Any) -> None:
             nothing(k)
 
     benchmark(run)
+
+
+# -- single-flight: 100 concurrent misses of one key, one call, 99 followers ---------------
+
+
+async def aslow(x: Any) -> Any:
+    await asyncio.sleep(0)
+    return OUTPUT
+
+
+def _drive_coalesced(
+    benchmark: Any, aexecute: Callable[[Any], Any], clear: Callable[[], Any]
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def batch() -> None:
+            clear()
+            await asyncio.gather(*(aexecute(INPUT) for _ in range(100)))
+
+        benchmark(lambda: loop.run_until_complete(batch()))
+    finally:
+        loop.close()
+
+
+@pytest.mark.benchmark(group="aexecute-coalesced-x100")
+def test_aexecute_coalesced_agentperf(benchmark: Any) -> None:
+    c = ap.CachedAgent(aslow, max_size=1000, ttl=TTL)
+    _drive_coalesced(benchmark, c.aexecute, c.invalidate_all)
+    c.close()
+
+
+@pytest.mark.benchmark(group="aexecute-coalesced-x100")
+def test_aexecute_coalesced_python_futures(benchmark: Any) -> None:
+    """A plain-Python single-flight: a dict of in-flight futures beside a dict cache."""
+    cache: dict[str, Any] = {}
+    flights: dict[str, asyncio.Future[Any]] = {}
+
+    async def aexecute(x: Any) -> Any:
+        k = hashlib.sha256(json.dumps(x, sort_keys=True).encode()).hexdigest()
+        if k in cache:
+            return cache[k]
+        f = flights.get(k)
+        if f is not None:
+            return await f
+        f = flights[k] = asyncio.get_running_loop().create_future()
+        try:
+            v = await aslow(x)
+        except BaseException as e:
+            f.set_exception(e)
+            raise
+        finally:
+            del flights[k]
+        cache[k] = v
+        f.set_result(v)
+        return v
+
+    _drive_coalesced(benchmark, aexecute, cache.clear)

@@ -133,6 +133,42 @@ def test_asyncio_queue_pool_aexecute(benchmark: Any) -> None:
     _drive(benchmark, lambda: AsyncQueuePool(lambda: aecho, 8).aexecute)
 
 
+# -- async wait path: every acquire but the first two parks a waiter ---------------------
+
+
+async def ayield(x: Any) -> Any:
+    await asyncio.sleep(0)
+    return x
+
+
+def _drive_contended(benchmark: Any, make: Callable[[], Callable[[Any], Any]]) -> None:
+    """100 tasks at once on a pool of 2 agents: the waiter (park, grant, wake) path."""
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def setup() -> Callable[[Any], Any]:
+            return make()
+
+        call = loop.run_until_complete(setup())
+
+        async def batch() -> None:
+            await asyncio.gather(*(call(i) for i in range(100)))
+
+        benchmark(lambda: loop.run_until_complete(batch()))
+    finally:
+        loop.close()
+
+
+@pytest.mark.benchmark(group="pool-aexecute-contended-x100")
+def test_agentpool_aexecute_contended(benchmark: Any) -> None:
+    _drive_contended(benchmark, lambda: ap.AgentPool(lambda: ayield, max_size=2).aexecute)
+
+
+@pytest.mark.benchmark(group="pool-aexecute-contended-x100")
+def test_asyncio_queue_pool_aexecute_contended(benchmark: Any) -> None:
+    _drive_contended(benchmark, lambda: AsyncQueuePool(lambda: ayield, 2).aexecute)
+
+
 # -- pooled vs a fresh agent per call -----------------------------------------------------
 
 

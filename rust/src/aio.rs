@@ -1,5 +1,16 @@
 //! asyncio without a Rust runtime: park an asyncio future, wake it from any thread.
 //!
+//! [`Notifier`] is the one way an asyncio waiter is woken, shared by the semaphore, the pool
+//! and single-flight. The waiter's handle (a `#[pyclass]`) owns it (`Arc`); the owner's queue,
+//! under the owner's lock, holds only a [`WeakNotifier`]: plain data, whose drop never
+//! releases a Python object. Waking (upgrade, take the future out, unlock, resolve it) and
+//! giving up ([`Notifier::disarm`]) happen with no Rust lock held, and the Python references
+//! taken out are dropped after every lock is released. For the garbage collector, the owner
+//! visits the futures of its queued waiters ([`Notifier::visit`], never blocking: a lock that
+//! is busy skips the visit, which only keeps objects alive one collection longer), so a
+//! parked task lives as long as its owner does (as with `asyncio.Semaphore`), and a task, its
+//! coroutine, its waiter and its future abandoned together with the owner are collected.
+//!
 //! The value a waiter receives travels through a [`crate::waitq::Ticket`]; the future only
 //! signals "look at your ticket now". The setter does nothing when the future is already
 //! done or cancelled (the waiter then withdraws its ticket and hands on whatever it got), and
@@ -7,7 +18,9 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::sync::PyOnceLock;
+use std::sync::{Arc, Weak};
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static PEEK_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -120,5 +133,93 @@ impl AsyncWaiter {
         if let Err(e) = res {
             drop(e);
         }
+    }
+}
+
+/// An asyncio waiter's wake-up: its future and loop, until woken, given up or cleared. Owned
+/// by the waiter's handle; the owner's queue holds a [`WeakNotifier`] (see the module docs).
+#[derive(Debug)]
+pub struct Notifier {
+    // Not `crate::sync`: never held across anything but a take or a clone, and not modelled.
+    slot: parking_lot::Mutex<Option<AsyncWaiter>>,
+}
+
+/// What an owner's queue stores for an asyncio waiter (`None` in the queue: a blocked
+/// thread, woken by its ticket's condvar).
+pub type WeakNotifier = Weak<Notifier>;
+
+impl Notifier {
+    /// A new future on the running loop, armed; returns the notifier and the future to await
+    /// (a reference of the caller's own).
+    pub fn new(py: Python<'_>) -> PyResult<(Arc<Self>, Py<PyAny>)> {
+        let w = AsyncWaiter::new(py)?;
+        let fut = w.future.clone_ref(py);
+        Ok((
+            Arc::new(Self {
+                slot: parking_lot::Mutex::new(Some(w)),
+            }),
+            fut,
+        ))
+    }
+
+    fn take(&self) -> Option<AsyncWaiter> {
+        self.slot.lock().take()
+    }
+
+    /// Resolve the future of the waiter `n` points to (if it still waits): `err` fails it,
+    /// else it resolves to `True`. Call with no Rust lock held.
+    pub fn wake(py: Python<'_>, n: &WeakNotifier, err: Option<PyErr>) {
+        let Some(me) = n.upgrade() else { return };
+        let waiter = me.take();
+        drop(me);
+        if let Some(w) = waiter {
+            match err {
+                None => w.wake(py),
+                Some(e) => w.fail(py, e),
+            }
+            crate::lifecycle::drop_refs(py, w.into_refs());
+        }
+    }
+
+    /// The waiter gives up: its future is no longer resolved by the owner. Call before
+    /// withdrawing its ticket, so the queue only ever holds disarmed notifiers of withdrawn
+    /// waiters; with no Rust lock held.
+    pub fn disarm(&self, py: Python<'_>) {
+        if let Some(w) = self.take() {
+            crate::lifecycle::drop_refs(py, w.into_refs());
+        }
+    }
+
+    /// `disarm` where no interpreter may be attached (a handle's `Drop`).
+    pub fn disarm_anywhere(&self) {
+        if let Some(w) = self.take() {
+            let refs = w.into_refs();
+            let _ = Python::try_attach(|py| crate::lifecycle::drop_refs(py, refs));
+        }
+    }
+
+    /// `__traverse__` of an owner: visit the future and loop of the queued waiter `n` points
+    /// to. Never blocks (a busy slot is skipped).
+    pub fn visit(n: &WeakNotifier, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(me) = n.upgrade() else {
+            return Ok(());
+        };
+        let Some(g) = me.slot.try_lock() else {
+            return Ok(());
+        };
+        if let Some(w) = g.as_ref() {
+            visit.call(&w.future)?;
+            visit.call(&w.event_loop)?;
+        }
+        Ok(())
+    }
+
+    /// `__clear__` of an owner: take the Python references of the queued waiter `n` points to
+    /// out (the caller drops them once its lock is released). The waiter is garbage: nothing
+    /// will wake it.
+    pub fn clear(n: &WeakNotifier) -> Option<[Py<PyAny>; 2]> {
+        let me = n.upgrade()?;
+        let g = me.slot.try_lock().and_then(|mut g| g.take());
+        g.map(AsyncWaiter::into_refs)
     }
 }

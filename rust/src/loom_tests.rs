@@ -155,6 +155,81 @@ fn loom_semaphore_cancel_hands_a_granted_permit_on() {
     });
 }
 
+/// The async notifier's shape (`aio::Notifier`, without Python): the waiter's handle owns a
+/// slot with its future (here a number), the queue holds a `Weak` to it.
+type Slot = crate::sync::Mutex<Option<u32>>;
+type WeakSlot = Option<std::sync::Weak<Slot>>;
+
+/// Wake through a queue's notifier: upgrade, take the future out (the lock released before
+/// anything is done with it), count it.
+fn notifier_wake(n: Option<WeakSlot>, woken: &AtomicUsize) {
+    if let Some(Some(w)) = n {
+        if let Some(slot) = w.upgrade() {
+            let fut = slot.lock().take();
+            if fut.is_some() {
+                woken.fetch_add(1, SeqCst);
+            }
+        }
+    }
+}
+
+#[test]
+fn loom_notifier_grant_races_with_cancel() {
+    // An asyncio waiter is cancelled (its handle disarms the notifier, then withdraws the
+    // ticket) while a release grants it and wakes it through the queue's weak notifier, and
+    // a blocked thread waits behind it. The future is resolved or disarmed exactly once, never
+    // both; a permit granted in the same instant as the cancel goes to the blocked thread.
+    model("notifier: grant vs cancel vs blocking waiter", || {
+        let s = Arc::new(Semaphore::<WeakSlot>::new(1).unwrap());
+        assert!(s.try_acquire());
+        let woken = Arc::new(AtomicUsize::new(0));
+        let disarmed = Arc::new(AtomicUsize::new(0));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let cancelled = {
+            let (s, woken, disarmed) = (s.clone(), woken.clone(), disarmed.clone());
+            thread::spawn(move || {
+                let slot: std::sync::Arc<Slot> = std::sync::Arc::new(Slot::new(Some(7)));
+                match s.acquire_or_enqueue(|| Some(std::sync::Arc::downgrade(&slot))) {
+                    Acquire::Acquired => {
+                        let _ = slot.lock().take();
+                        s.release().unwrap();
+                    }
+                    Acquire::Queued(t) => {
+                        if slot.lock().take().is_some() {
+                            disarmed.fetch_add(1, SeqCst);
+                        }
+                        let (kept, next) = s.finish(&t, false);
+                        assert!(!kept);
+                        notifier_wake(next, &woken);
+                    }
+                }
+                drop(slot);
+            })
+        };
+        let patient = {
+            let (s, inside, woken) = (s.clone(), inside.clone(), woken.clone());
+            thread::spawn(move || {
+                assert!(s.acquire_until(None, || None));
+                let n = inside.fetch_add(1, SeqCst) + 1;
+                assert!(n <= 1);
+                inside.fetch_sub(1, SeqCst);
+                // Queued ahead of the async waiter, it may hand its permit to it.
+                notifier_wake(s.release().unwrap(), &woken);
+            })
+        };
+        let next = s.release().unwrap();
+        notifier_wake(next, &woken);
+        cancelled.join().unwrap();
+        patient.join().unwrap();
+        assert!(
+            woken.load(SeqCst) + disarmed.load(SeqCst) <= 1,
+            "a future resolved and disarmed, or resolved twice"
+        );
+        assert_eq!(s.available(), 1, "a permit leaked");
+        assert_eq!(s.waiting(), 0);
+    });
+}
+
 #[test]
 fn loom_semaphore_fifo_among_queued_waiters() {
     // Waiters are served in the order they queued (the order the notifier factory ran,

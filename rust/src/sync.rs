@@ -60,6 +60,14 @@ mod loom_impl {
                 g: Some(relock(&self.0)),
             }
         }
+
+        /// Lock if free right now.
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok().map(|g| MutexGuard {
+                m: &self.0,
+                g: Some(g),
+            })
+        }
     }
 
     impl<T: Default> Default for Mutex<T> {

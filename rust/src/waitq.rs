@@ -186,6 +186,12 @@ impl<T, N> WaitQueue<T, N> {
         self.q.iter().filter(|(t, _)| t.is_waiting()).count()
     }
 
+    /// The notifiers of the queued tickets, withdrawn ones included (an owner's
+    /// `__traverse__` and `__clear__` walk them).
+    pub fn notifiers(&self) -> impl Iterator<Item = &N> {
+        self.q.iter().map(|(_, n)| n)
+    }
+
     /// Queued tickets, withdrawn ones included (cheap upper bound of [`Self::live`]).
     pub fn len(&self) -> usize {
         self.q.len()

@@ -351,6 +351,24 @@ where
         }
     }
 
+    /// Call `leader` on the leader of every flight and `follower` on the notifier of every
+    /// queued follower, if the flights lock is free right now, else do nothing (an owner's
+    /// `__traverse__` and `__clear__`: they must never block).
+    pub fn try_for_each<Er>(
+        &self,
+        mut leader: impl FnMut(&C) -> Result<(), Er>,
+        mut follower: impl FnMut(&N) -> Result<(), Er>,
+    ) -> Result<(), Er> {
+        let Some(map) = self.flights.try_lock() else {
+            return Ok(());
+        };
+        for f in map.values() {
+            leader(&f.leader)?;
+            f.followers.notifiers().try_for_each(&mut follower)?;
+        }
+        Ok(())
+    }
+
     /// Count a caller served by another's flight (see [`Self::coalesced`]).
     pub fn note_coalesced(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,7 @@
 use super::core::{ByteKey, ByteKeyRef, Cache as Store, Policy, Ttl};
 use super::flight::{self, Caller, FlightTicket, Lease, Reentrant, SingleFlight};
 use super::tier::{self, Control, Keep};
-use crate::aio::AsyncWaiter;
+use crate::aio::{Notifier, WeakNotifier};
 use crate::args;
 use crate::blocking::{self, Waited};
 use crate::clock::{Clock, ManualClock, MonotonicClock, Nanos};
@@ -585,8 +585,9 @@ impl Caller for PyCaller {
 }
 
 /// How a parked follower is woken: `None` for a blocked thread (its ticket's condvar does
-/// it), else the asyncio future of a task and the thread of its loop.
-type Notify = Option<(AsyncWaiter, ThreadId)>;
+/// it), else a weak reference to the task's [`Notifier`] (plain data under the flights lock;
+/// its `Flight` owns it) and the thread of its loop.
+type Notify = Option<(WeakNotifier, ThreadId)>;
 
 type Flights = SingleFlight<
     [u8; 32],
@@ -606,7 +607,7 @@ type PyTicket = FlightTicket<Arc<Py<PyAny>>, Arc<Failure>>;
 fn settle(py: Python<'_>, mut fx: Fx) {
     if fx.must_wake() {
         for (w, _) in fx.take_wake().into_iter().flatten() {
-            w.wake(py);
+            Notifier::wake(py, &w, None);
         }
     }
     drop(fx);
@@ -645,14 +646,14 @@ fn reentrant_error() -> PyErr {
 
 impl Shared {
     /// Join the flight for `key`, find the key cached, or lead. `task` is the caller's
-    /// asyncio task (None for a blocking caller); `waiter` the future an async caller will
-    /// await.
+    /// asyncio task (None for a blocking caller); `waiter` the notifier of the future an
+    /// async caller will await.
     fn join(
         &self,
         py: Python<'_>,
         key: &[u8; 32],
         task: Option<Py<PyAny>>,
-        waiter: Option<AsyncWaiter>,
+        waiter: Option<&Arc<Notifier>>,
         refresh: bool,
     ) -> PyResult<Joined> {
         let me = std::thread::current().id();
@@ -661,7 +662,7 @@ impl Shared {
         let r = self.flights.join(
             key,
             PyCaller { thread: me, task },
-            waiter.map(|w| (w, me)),
+            waiter.map(|w| (Arc::downgrade(w), me)),
             || {
                 if refresh {
                     None
@@ -920,7 +921,35 @@ impl CachedAgentCore {
         // So an agent or key_generator that refers back to its cache is collectable.
         visit.call(&self.call)?;
         visit.call(&self.shared.weigher)?;
-        visit.call(&self.key_gen)
+        visit.call(&self.key_gen)?;
+        // The calls in flight: their leaders' tasks and their followers' futures (a task
+        // waiting here lives as long as the cache; one abandoned with it is collected).
+        self.shared.flights.try_for_each(
+            |c| visit.call(&c.task),
+            |n| match n {
+                Some((w, _)) => Notifier::visit(w, &visit),
+                None => Ok(()),
+            },
+        )
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        // The followers' futures (mutable: taken out); the rest is immutable or is released
+        // when its flight ends.
+        let mut refs = Vec::new();
+        let _ = self.shared.flights.try_for_each(
+            |_| Ok::<(), ()>(()),
+            |n| {
+                refs.extend(
+                    n.as_ref()
+                        .and_then(|(w, _)| Notifier::clear(w))
+                        .into_iter()
+                        .flatten(),
+                );
+                Ok(())
+            },
+        );
+        crate::lifecycle::drop_refs(py, refs);
     }
 
     /// Run the agent on ``input``, or return the cached output for it. Concurrent misses
@@ -1018,23 +1047,30 @@ impl CachedAgentCore {
             }
         }
         let task = current_task(py)?;
-        let waiter = AsyncWaiter::new(py)?;
-        let fut = waiter.future(py).unbind();
-        let flight = match self
+        let (notifier, fut) = Notifier::new(py)?;
+        let joined = self
             .shared
-            .join(py, &key, task, Some(waiter), ctl.refresh)?
-        {
-            Joined::Hit(v) => return Ok(v),
-            Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease, ctl),
-            Joined::Wait(t) => Flight {
+            .join(py, &key, task, Some(&notifier), ctl.refresh);
+        let flight = match joined {
+            Ok(Joined::Wait(t)) => Flight {
                 shared: self.shared.clone(),
                 key,
                 ctl,
                 lead: None,
                 done: AtomicBool::new(false),
                 ticket: Some(t),
+                notifier: Some(notifier),
                 future: Some(fut),
             },
+            other => {
+                notifier.disarm(py);
+                crate::lifecycle::drop_refs(py, [fut]);
+                match other? {
+                    Joined::Hit(v) => return Ok(v),
+                    Joined::Lead(lease) => Flight::for_leader(&self.shared, key, lease, ctl),
+                    Joined::Wait(_) => unreachable!("matched above"),
+                }
+            }
         };
         Ok(Py::new(py, flight)?.into_any())
     }
@@ -1167,6 +1203,9 @@ pub struct Flight {
     lead: Option<Lease>,
     done: AtomicBool,
     ticket: Option<PyTicket>,
+    /// A follower's wake-up (the flight's queue holds a weak reference to it).
+    notifier: Option<Arc<Notifier>>,
+    /// A follower's own reference to the future it awaits (visited by `__traverse__`).
     future: Option<Py<PyAny>>,
 }
 
@@ -1180,6 +1219,7 @@ impl Flight {
             lead: Some(lease),
             done: AtomicBool::new(false),
             ticket: None,
+            notifier: None,
             future: None,
         }
     }
@@ -1200,6 +1240,11 @@ impl Flight {
     #[getter]
     fn leader(&self) -> bool {
         self.lead.is_some()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Immutable: the future's `tp_clear` breaks a cycle through it, no `__clear__`.
+        visit.call(&self.future)
     }
 
     /// The future a waiter awaits (None for a leader).
@@ -1243,7 +1288,11 @@ impl Flight {
 
     /// Waiter: give up (cancelled); anything granted meanwhile is dropped. The caller was
     /// not served, so it counts as a miss (every call counts once: hits + misses == calls).
-    fn withdraw(&self) {
+    fn withdraw(&self, py: Python<'_>) {
+        if let Some(n) = &self.notifier {
+            // Disarmed first: the queue never holds the future of a withdrawn follower.
+            n.disarm(py);
+        }
         if let Some(t) = &self.ticket {
             let got = t.withdraw();
             if !self.done.swap(true, Ordering::AcqRel) {
@@ -1260,6 +1309,9 @@ impl Drop for Flight {
             Python::attach(|py| {
                 let _ = self.end(py, Outcome::Retry, Keep::under(self.ctl));
             });
+        }
+        if let Some(n) = &self.notifier {
+            n.disarm_anywhere();
         }
         if let Some(t) = &self.ticket {
             drop(t.withdraw());

@@ -620,6 +620,15 @@ impl<T, N, C: Clock> PoolCore<T, N, C> {
         s
     }
 
+    /// Call `f` on the notifier of every queued waiter if the queue's lock is free right now,
+    /// else do nothing (an owner's `__traverse__` and `__clear__`: they must never block).
+    pub fn try_for_each_waiter<E>(&self, f: impl FnMut(&N) -> Result<(), E>) -> Result<(), E> {
+        match self.waiters.try_lock() {
+            Some(q) => q.notifiers().try_for_each(f),
+            None => Ok(()),
+        }
+    }
+
     /// The counters now.
     pub fn stats(&self) -> Stats {
         let created = self.created.load(SeqCst);

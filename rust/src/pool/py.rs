@@ -6,7 +6,7 @@
 //! in the binding, with no core lock held: the core returns [`Effects`] to perform.
 
 use super::core::{Acquire, Effects, Entry, Handoff, Limits, PoolCore, PoolTicket};
-use crate::aio::AsyncWaiter;
+use crate::aio::{Notifier, WeakNotifier};
 use crate::blocking::{self, Waited};
 use crate::clock::{ManualClock, SwitchClock};
 use crate::errors::{CoreError, Error};
@@ -30,10 +30,11 @@ pub struct Agent {
 }
 
 /// How a parked waiter is woken: `None` for a blocked thread (its ticket's condvar does it),
-/// an asyncio future for a task.
+/// for a task a weak reference to its [`Notifier`] (plain data under the core's lock; the
+/// `_PoolWaiter` owns it) and the thread of its loop.
 #[derive(Debug)]
 pub struct AsyncNotify {
-    waiter: Arc<AsyncWaiter>,
+    notifier: WeakNotifier,
     thread: ThreadId,
 }
 
@@ -71,7 +72,7 @@ impl Inner {
             ucall::drop_ref(py, obj);
         }
         for n in wake.into_iter().flatten() {
-            n.waiter.wake(py);
+            Notifier::wake(py, &n.notifier, None);
         }
         drop(forget);
     }
@@ -367,7 +368,29 @@ impl PyPool {
         // So a factory or check that refers back to its pool is collectable.
         visit.call(&self.make)?;
         visit.call(&self.check)?;
-        visit.call(&self.inner.destroy)
+        visit.call(&self.inner.destroy)?;
+        // The futures of parked tasks: a task waiting here lives as long as the pool, and one
+        // abandoned with it is collected.
+        self.core().try_for_each_waiter(|n| match n {
+            Some(a) => Notifier::visit(&a.notifier, &visit),
+            None => Ok(()),
+        })
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        // Only the parked tasks' futures: `make`, `check` and `destroy` are immutable (the
+        // futures' own `tp_clear` breaks any cycle through them).
+        let mut refs = Vec::new();
+        let _ = self.core().try_for_each_waiter(|n| {
+            refs.extend(
+                n.as_ref()
+                    .and_then(|a| Notifier::clear(&a.notifier))
+                    .into_iter()
+                    .flatten(),
+            );
+            Ok::<(), ()>(())
+        });
+        crate::lifecycle::drop_refs(py, refs);
     }
 
     /// Acquire an agent (waiting up to `acquire_timeout`), call it on `input`, release it.
@@ -515,9 +538,9 @@ impl PyPool {
                 },
                 Acquire::Create => return Ok(Py::new(py, CreateSlot)?.into_any()),
                 Acquire::Full => {
-                    let waiter = Arc::new(AsyncWaiter::new(py)?);
+                    let (notifier, future) = Notifier::new(py)?;
                     let notify = AsyncNotify {
-                        waiter: waiter.clone(),
+                        notifier: Arc::downgrade(&notifier),
                         thread: std::thread::current().id(),
                     };
                     let mut fx = Fx::new();
@@ -526,7 +549,8 @@ impl PyPool {
                     let w = PyWaiter {
                         pool: slf.clone().unbind(),
                         ticket: Mutex::new(Some(t?)),
-                        waiter,
+                        notifier,
+                        future,
                         start: Instant::now(),
                     };
                     return Ok(Py::new(py, w)?.into_any());
@@ -640,6 +664,15 @@ pub struct Leased {
     acall: Py<PyAny>,
 }
 
+#[pymethods]
+impl Leased {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Immutable: no `__clear__` (an agent referring to its lease step is collectable).
+        visit.call(&self.agent)?;
+        visit.call(&self.acall)
+    }
+}
+
 /// A step of an async acquire: a slot is reserved for the caller, who creates the agent (an
 /// async factory) and reports it with `_adopt`, or its failure with `_create_failed`.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_CreateSlot")]
@@ -651,16 +684,22 @@ pub struct StartOver;
 
 /// An asyncio task parked on the pool: await `future`, then `take()` (or `withdraw()` on
 /// cancellation or timeout). Dropping it unused withdraws it.
+///
+/// It owns the waiter's [`Notifier`] (the pool's queue holds a weak reference) and its own
+/// reference to the future, which its `__traverse__` visits with the pool's.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_PoolWaiter")]
 pub struct PyWaiter {
     pool: Py<PyPool>,
     ticket: Mutex<Option<PoolTicket<Agent>>>,
-    waiter: Arc<AsyncWaiter>,
+    notifier: Arc<Notifier>,
+    future: Py<PyAny>,
     start: Instant,
 }
 
 impl PyWaiter {
     fn give_up(&self, py: Python<'_>, timed_out: bool) {
+        // Disarmed first: the queue never holds the future of a withdrawn waiter.
+        self.notifier.disarm(py);
         let t = self.ticket.lock().take();
         if let Some(t) = t {
             let pool = self.pool.get();
@@ -677,7 +716,13 @@ impl PyWaiter {
     /// The future to await; it resolves when something was handed to this waiter.
     #[getter]
     fn future<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        self.waiter.future(py)
+        self.future.bind(py).clone()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Both immutable: the future's `tp_clear` breaks a cycle through them, no `__clear__`.
+        visit.call(&self.pool)?;
+        visit.call(&self.future)
     }
 
     /// Give up waiting; whatever was handed over meanwhile goes to the next waiter.
@@ -697,6 +742,7 @@ impl PyWaiter {
         let core = pool.core();
         let Some(h) = t.try_take() else {
             // Woken without a grant (cannot happen by design): give up and start over.
+            self.notifier.disarm(py);
             let mut fx = Fx::new();
             core.withdraw(&t, &mut fx);
             pool.inner.settle(py, fx);
@@ -729,5 +775,6 @@ impl Drop for PyWaiter {
         if self.ticket.get_mut().is_some() {
             let _ = Python::try_attach(|py| self.give_up(py, false));
         }
+        self.notifier.disarm_anywhere();
     }
 }

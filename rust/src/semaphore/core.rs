@@ -204,6 +204,15 @@ impl<N> Semaphore<N> {
         }
     }
 
+    /// Call `f` on the notifier of every queued waiter if the lock is free right now, else do
+    /// nothing (an owner's `__traverse__` and `__clear__`: they must never block).
+    pub fn try_for_each_waiter<E>(&self, f: impl FnMut(&N) -> Result<(), E>) -> Result<(), E> {
+        match self.inner.try_lock() {
+            Some(g) => g.waiters.notifiers().try_for_each(f),
+            None => Ok(()),
+        }
+    }
+
     /// Queued tickets, withdrawn ones included (for tests).
     pub fn queued(&self) -> usize {
         self.inner.lock().waiters.len()

@@ -3,30 +3,24 @@
 //! asyncio waiter parks on.
 
 use super::core::{Acquire, Permit, Semaphore as Core};
-use crate::aio::AsyncWaiter;
+use crate::aio::{Notifier, WeakNotifier};
 use crate::blocking::{self, Waited};
 use crate::errors::Error;
 use crate::waitq::Ticket;
-use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBool, PyInt};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where an asyncio waiter's future lives while it is queued. Emptied by whoever wakes it or by
-/// the waiter when it gives up, always outside the core lock, so the queue itself only ever
-/// drops empty slots (no Python object is released under a Rust lock).
-type Slot = Mutex<Option<AsyncWaiter>>;
-/// The queue's notifier: `None` for a blocked thread (its ticket's condvar wakes it).
-type Notify = Option<Arc<Slot>>;
+/// The queue's notifier: `None` for a blocked thread (its ticket's condvar wakes it), else a
+/// weak reference to the asyncio waiter's [`Notifier`] (plain data under the core lock).
+type Notify = Option<WeakNotifier>;
 
 fn wake(py: Python<'_>, n: Option<Notify>) {
-    if let Some(Some(slot)) = n {
-        let waiter = slot.lock().take();
-        if let Some(w) = waiter {
-            w.wake(py);
-        }
+    if let Some(Some(w)) = n {
+        Notifier::wake(py, &w, None);
     }
 }
 
@@ -148,22 +142,23 @@ impl Semaphore {
         if self.core.try_acquire() {
             return Ok(None);
         }
-        let waiter = AsyncWaiter::new(py)?;
-        let future = waiter.future(py).unbind();
-        let slot: Arc<Slot> = Arc::new(Mutex::new(Some(waiter)));
-        match self.core.acquire_or_enqueue(|| Some(slot.clone())) {
-            Acquire::Acquired => Ok(None),
-            Acquire::Queued(ticket) => {
-                let slot = Arc::downgrade(&slot);
-                Ok(Some((
-                    future,
-                    SemaphoreWait {
-                        core: self.core.clone(),
-                        ticket,
-                        slot,
-                    },
-                )))
+        let (notifier, future) = Notifier::new(py)?;
+        match self
+            .core
+            .acquire_or_enqueue(|| Some(Arc::downgrade(&notifier)))
+        {
+            Acquire::Acquired => {
+                notifier.disarm(py);
+                Ok(None)
             }
+            Acquire::Queued(ticket) => Ok(Some((
+                future,
+                SemaphoreWait {
+                    core: self.core.clone(),
+                    ticket,
+                    notifier,
+                },
+            ))),
         }
     }
 
@@ -183,6 +178,24 @@ impl Semaphore {
     #[getter]
     fn waiting(&self) -> usize {
         self.core.waiting()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The futures of queued tasks: a task parked here lives as long as the semaphore,
+        // and one abandoned with it is collected.
+        self.core.try_for_each_waiter(|n| match n {
+            Some(w) => Notifier::visit(w, &visit),
+            None => Ok(()),
+        })
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let mut refs = Vec::new();
+        let _ = self.core.try_for_each_waiter(|n| {
+            refs.extend(n.as_ref().and_then(Notifier::clear).into_iter().flatten());
+            Ok::<(), ()>(())
+        });
+        crate::lifecycle::drop_refs(py, refs);
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -209,20 +222,13 @@ impl Semaphore {
 /// `finish(False)`. Dropped unfinished (its task destroyed), it withdraws and hands on any
 /// permit it was granted, so nothing leaks.
 ///
-/// It holds no Python object: the queue owns the future (through the slot) until it is woken,
-/// so a parked task is reachable from the semaphore, and no reference cycle runs through Rust
-/// where the garbage collector cannot see it.
+/// It owns the waiter's [`Notifier`]; the semaphore's queue holds a weak reference to it, and
+/// the semaphore's `__traverse__` visits the future while the acquire is queued.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_SemaphoreWait")]
 pub struct SemaphoreWait {
     core: Arc<Core<Notify>>,
     ticket: Arc<Ticket<Permit>>,
-    slot: Weak<Slot>,
-}
-
-impl SemaphoreWait {
-    fn take_waiter(&self) -> Option<AsyncWaiter> {
-        self.slot.upgrade().and_then(|s| s.lock().take())
-    }
+    notifier: Arc<Notifier>,
 }
 
 #[pymethods]
@@ -230,7 +236,7 @@ impl SemaphoreWait {
     /// End the wait. With `keep`, returns whether a permit is now held (granted, possibly in the
     /// same instant as a timeout). Without, anything granted is handed on; returns `False`.
     fn finish(&self, py: Python<'_>, keep: bool) -> bool {
-        drop(self.take_waiter());
+        self.notifier.disarm(py);
         let (kept, next) = self.core.finish(&self.ticket, keep);
         wake(py, next);
         kept
@@ -241,16 +247,10 @@ impl Drop for SemaphoreWait {
     fn drop(&mut self) {
         // Normally already finished (a no-op then). A wait dropped unfinished gives back a
         // permit it was granted but never took.
-        let waiter = self.take_waiter();
+        self.notifier.disarm_anywhere();
         let (_, next) = self.core.finish(&self.ticket, false);
-        if waiter.is_some() || next.is_some() {
-            let _ = Python::try_attach(|py| {
-                crate::lifecycle::drop_refs(
-                    py,
-                    waiter.into_iter().flat_map(AsyncWaiter::into_refs),
-                );
-                wake(py, next);
-            });
+        if next.is_some() {
+            let _ = Python::try_attach(|py| wake(py, next));
         }
     }
 }
