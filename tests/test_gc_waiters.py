@@ -1,7 +1,7 @@
 """Async waiters and the garbage collector (aio::Notifier, issue 11 point 3).
 
-A parked task is reachable from its owner (semaphore, pool, cached agent), as with
-``asyncio.Semaphore``: it lives, and is served, as long as the owner does. A task abandoned
+A parked task is reachable from its owner (semaphore, pool, cached agent, rate limiter), as
+with ``asyncio.Semaphore``: it lives, and is served, as long as the owner does. A task abandoned
 together with its owner (task -> coroutine -> waiter -> future -> task, with the owner in the
 loop) is a cycle the collector sees and frees. No Python object is released under an owner's
 Rust lock: a future whose finaliser re-enters the owner during a grant finishes (each case in a
@@ -213,6 +213,81 @@ def test_cancelled_waiters_leak_nothing_and_hold_no_future() -> None:
         loop.run_until_complete(check())
 
 
+# The rate limiter: its waiter re-arms a fresh future each time it is woken, and the loop's
+# timer (the head's grant instant, or a look now and then) refers to the current one too, so a
+# task parked on it is also kept by an open loop (as one in `asyncio.sleep` is): the cases
+# below that abandon the task close its loop first (which drops the timers).
+
+
+def abandon_closed(scenario: Scenario) -> list[weakref.ref[Any]]:
+    """`abandon`, but the loop is closed (its timers dropped) before collecting."""
+    with fresh_loop() as loop:
+        refs = loop.run_until_complete(scenario())
+    assert all(r() is not None for r in refs)
+    assert collected(refs), [r() for r in refs]
+    return refs
+
+
+def test_a_limiter_waiter_abandoned_with_its_limiter_is_collected() -> None:
+    async def scenario() -> list[weakref.ref[Any]]:
+        lim = ap.RateLimiter(1, per=3600.0, burst=1)
+        assert lim.try_acquire()
+        head = asyncio.ensure_future(lim.aacquire())
+        behind = asyncio.ensure_future(lim.aacquire(2.0))
+        await until(lambda: lim.waiting == 2)
+        return [*parked(head), *parked(behind), weakref.ref(lim)]
+
+    abandon_closed(scenario)
+
+
+def test_an_abandoned_task_parked_on_a_live_limiter_lives_and_is_served() -> None:
+    done: list[str] = []
+
+    async def waiter(name: str, lim: ap.RateLimiter) -> None:
+        assert await lim.aacquire()
+        done.append(name)
+
+    async def scenario() -> None:
+        # The next unit is due 0.2 s after the first, the one after 0.2 s later.
+        lim = ap.RateLimiter(1, per=0.2, burst=1)
+        assert lim.try_acquire()
+        refs = {name: weakref.ref(asyncio.ensure_future(waiter(name, lim))) for name in ("a", "b")}
+        await until(lambda: lim.waiting == 2)
+        gc.collect()
+        # Served already (a very slow machine) or still alive: never collected while parked.
+        assert all(r() is not None or n in done for n, r in refs.items()), done
+        await until(lambda: len(done) == 2)
+        assert done == ["a", "b"]
+        assert lim.stats().acquired == 3 and lim.waiting == 0
+
+    with fresh_loop() as loop:
+        loop.run_until_complete(scenario())
+
+
+def test_cancelled_limiter_waiters_book_nothing_and_hold_no_future() -> None:
+    owners: list[ap.RateLimiter] = []
+
+    async def park_and_cancel() -> list[weakref.ref[Any]]:
+        lim = ap.RateLimiter(1, per=3600.0, burst=1)
+        assert lim.try_acquire()
+        tasks = [asyncio.ensure_future(lim.aacquire()) for _ in range(3)]
+        await until(lambda: lim.waiting == 3)
+        futs = [weakref.ref(t._fut_waiter) for t in tasks]  # type: ignore[attr-defined]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        owners.append(lim)
+        return futs
+
+    with fresh_loop() as loop:
+        futs = loop.run_until_complete(park_and_cancel())
+        # The limiter and the loop are alive; the cancelled waiters' futures are gone.
+        assert collected(futs), [f() for f in futs]
+        (lim,) = owners
+        st = lim.stats()
+        assert (lim.waiting, st.acquired, st.granted, st.waited) == (0, 1, 1.0, 0), st
+
+
 # A finaliser that re-enters the owner while the owner grants: each case parks a waiter whose
 # future runs `hook` when it is freed, cancels it (its handle withdraws), and then makes the
 # owner grant past the withdrawn entry. Were the future freed under the owner's lock, `hook`
@@ -307,6 +382,23 @@ REENTRY = textwrap.dedent(
         gate.set()
         assert await lead == "k"
 
+    async def limiter():
+        lim = ap.RateLimiter(1, per=3600.0, burst=1)
+        assert lim.try_acquire()
+        t = asyncio.ensure_future(lim.aacquire())
+        await until(lambda: lim.waiting == 1)
+        DelFuture.hook = lambda: lim.try_acquire()
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+        del t
+        gc.collect()
+        # A queue walk past the withdrawn entry (a poll of a new waiter, then its cancel).
+        t2 = asyncio.ensure_future(lim.aacquire())
+        await until(lambda: lim.waiting == 1)
+        t2.cancel()
+        await asyncio.gather(t2, return_exceptions=True)
+        assert lim.waiting == 0 and lim.stats().acquired == 1
+
     loop = Loop()
     loop.run_until_complete({case}())
     DelFuture.hook = None
@@ -317,7 +409,7 @@ REENTRY = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("case", ["semaphore", "pool", "flight"])
+@pytest.mark.parametrize("case", ["semaphore", "pool", "flight", "limiter"])
 def test_a_future_finaliser_re_entering_its_owner_does_not_deadlock(case: str) -> None:
     r = subprocess.run(
         [sys.executable, "-c", REENTRY.replace("{case}", case)],

@@ -1,7 +1,7 @@
 //! asyncio without a Rust runtime: park an asyncio future, wake it from any thread.
 //!
-//! [`Notifier`] is the one way an asyncio waiter is woken, shared by the semaphore, the pool
-//! and single-flight. The waiter's handle (a `#[pyclass]`) owns it (`Arc`); the owner's queue,
+//! [`Notifier`] is the one way an asyncio waiter is woken, shared by the semaphore, the pool,
+//! single-flight and the rate limiter. The waiter's handle (a `#[pyclass]`) owns it (`Arc`); the owner's queue,
 //! under the owner's lock, holds only a [`WeakNotifier`]: plain data, whose drop never
 //! releases a Python object. Waking (upgrade, take the future out, unlock, resolve it) and
 //! giving up ([`Notifier::disarm`]) happen with no Rust lock held, and the Python references
@@ -160,6 +160,27 @@ impl Notifier {
             }),
             fut,
         ))
+    }
+
+    /// A notifier with no future yet (a waiter that parks more than once, like the rate
+    /// limiter's: each [`Self::arm`] gives it a fresh future).
+    pub fn idle() -> Arc<Self> {
+        Arc::new(Self {
+            slot: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// A fresh future on the running loop in place of the previous one (dropped with no lock
+    /// held); returns the future to await (a reference of the caller's own). Call with no
+    /// Rust lock held.
+    pub fn arm(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let w = AsyncWaiter::new(py)?;
+        let fut = w.future.clone_ref(py);
+        let old = self.slot.lock().replace(w);
+        if let Some(old) = old {
+            crate::lifecycle::drop_refs(py, old.into_refs());
+        }
+        Ok(fut)
     }
 
     fn take(&self) -> Option<AsyncWaiter> {

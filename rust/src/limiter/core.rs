@@ -687,6 +687,16 @@ impl<C: Clock, N: Clone> Limiter<C, N> {
         self.seen.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Call `f` on the notifier of every queued entry (withdrawn ones included) if the lock is
+    /// free right now, else do nothing (an owner's `__traverse__` and `__clear__`: they must
+    /// never block).
+    pub fn try_for_each_waiter<E>(&self, f: impl FnMut(&N) -> Result<(), E>) -> Result<(), E> {
+        match self.inner.try_lock() {
+            Some(g) => g.queue.iter().map(|e| &e.notify).try_for_each(f),
+            None => Ok(()),
+        }
+    }
+
     /// Queue entries, withdrawn ones not yet dropped included (for tests).
     pub fn queued(&self) -> usize {
         self.inner.lock().queue.len()

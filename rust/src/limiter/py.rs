@@ -3,20 +3,18 @@
 //! asyncio waiter parks on.
 
 use super::core::{Acquire, Limiter, MonotonicClock, Params, Poll, Stats, Ticket};
-use crate::aio::AsyncWaiter;
+use crate::aio::{Notifier, WeakNotifier};
 use crate::errors::Error;
-use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::pyclass::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBool, PyFloat, PyInt};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where an asyncio waiter's current future lives while it is queued; emptied by whoever wakes
-/// it or by the waiter itself, always outside the limiter's lock.
-type Slot = Mutex<Option<AsyncWaiter>>;
-/// The queue's notifier: `None` for a blocked thread (its ticket's condvar wakes it).
-type Notify = Option<Arc<Slot>>;
+/// The queue's notifier: `None` for a blocked thread (its ticket's condvar wakes it), else a
+/// weak reference to the asyncio waiter's [`Notifier`] (plain data under the limiter's lock).
+type Notify = Option<WeakNotifier>;
 type Core = Limiter<MonotonicClock, Notify>;
 
 /// How long a blocked thread sleeps at most before it looks at Python's signal handlers (and
@@ -25,10 +23,7 @@ const SLICE: Duration = Duration::from_millis(50);
 
 fn wake(py: Python<'_>, ns: Vec<Notify>) {
     for n in ns.into_iter().flatten() {
-        let waiter = n.lock().take();
-        if let Some(w) = waiter {
-            w.wake(py);
-        }
+        Notifier::wake(py, &n, None);
     }
 }
 
@@ -256,15 +251,18 @@ impl RateLimiter {
         if got {
             return Ok(None);
         }
-        let slot: Arc<Slot> = Arc::new(Mutex::new(None));
-        let (a, ns) = self.core.acquire_or_enqueue(c, || Some(slot.clone()));
+        // Armed by the waiter's first `arm()`.
+        let notifier = Notifier::idle();
+        let (a, ns) = self
+            .core
+            .acquire_or_enqueue(c, || Some(Arc::downgrade(&notifier)));
         wake(py, ns);
         match a {
             Acquire::Granted => Ok(None),
             Acquire::Queued(ticket) => Ok(Some(RateLimiterWait {
                 core: self.core.clone(),
                 ticket,
-                slot: Arc::downgrade(&slot),
+                notifier,
             })),
         }
     }
@@ -312,6 +310,24 @@ impl RateLimiter {
         self.core.waiting()
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The futures of queued tasks: a task parked here lives as long as the limiter, and
+        // one abandoned with it is collected.
+        self.core.try_for_each_waiter(|n| match n {
+            Some(w) => Notifier::visit(w, &visit),
+            None => Ok(()),
+        })
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let mut refs = Vec::new();
+        let _ = self.core.try_for_each_waiter(|n| {
+            refs.extend(n.as_ref().and_then(Notifier::clear).into_iter().flatten());
+            Ok::<(), ()>(())
+        });
+        crate::lifecycle::drop_refs(py, refs);
+    }
+
     fn __repr__(&self) -> String {
         let p = self.core.params();
         format!(
@@ -327,19 +343,14 @@ impl RateLimiter {
 /// `finish(keep)`. Dropped unfinished (its task destroyed), it withdraws and gives back any
 /// grant, so nothing leaks.
 ///
-/// It holds no Python object: the queue owns the current future (through the slot) until it is
-/// woken, so no reference cycle runs through Rust where the garbage collector cannot see it.
+/// It owns the waiter's [`Notifier`] (the current future); the limiter's queue holds a weak
+/// reference to it, and the limiter's `__traverse__` visits the future while the acquire is
+/// queued.
 #[pyclass(frozen, module = "agentperf._agentperf", name = "_RateLimiterWait")]
 pub struct RateLimiterWait {
     core: Arc<Core>,
     ticket: Arc<Ticket>,
-    slot: Weak<Slot>,
-}
-
-impl RateLimiterWait {
-    fn take_waiter(&self) -> Option<AsyncWaiter> {
-        self.slot.upgrade().and_then(|s| s.lock().take())
-    }
+    notifier: Arc<Notifier>,
 }
 
 #[pymethods]
@@ -347,24 +358,18 @@ impl RateLimiterWait {
     /// `None` once granted; else a fresh future (resolved when this waiter is granted or
     /// becomes the head) and the seconds until its grant instant if it is the head.
     fn arm(&self, py: Python<'_>) -> PyResult<Option<(Py<PyAny>, Option<f64>)>> {
-        let waiter = AsyncWaiter::new(py)?;
-        let future = waiter.future(py).unbind();
         // The future is in place before the poll, so a poke that follows the poll finds it.
-        let old = match self.slot.upgrade() {
-            Some(s) => s.lock().replace(waiter),
-            None => Some(waiter),
-        };
-        drop(old);
+        let future = self.notifier.arm(py)?;
         let (p, ns) = self.core.poll(&self.ticket);
         wake(py, ns);
         match p {
             Poll::Granted => {
-                drop(self.take_waiter());
+                self.notifier.disarm(py);
                 Ok(None)
             }
             Poll::Wait(d) => Ok(Some((future, d))),
             Poll::Over => {
-                drop(self.take_waiter());
+                self.notifier.disarm(py);
                 Err(PyRuntimeError::new_err(
                     "this rate-limiter wait is already over",
                 ))
@@ -375,7 +380,7 @@ impl RateLimiterWait {
     /// End the wait. With `keep`, returns whether the units are held (granted, possibly in the
     /// same instant as a timeout). Without, a grant is given back; returns `False`.
     fn finish(&self, py: Python<'_>, keep: bool) -> bool {
-        drop(self.take_waiter());
+        self.notifier.disarm(py);
         let (kept, ns) = self.core.withdraw(&self.ticket, keep);
         wake(py, ns);
         kept
@@ -384,13 +389,12 @@ impl RateLimiterWait {
 
 impl Drop for RateLimiterWait {
     fn drop(&mut self) {
-        let waiter = self.take_waiter();
+        // Normally already finished (a no-op then). A wait dropped unfinished gives back a
+        // grant it never took.
+        self.notifier.disarm_anywhere();
         let (_, ns) = self.core.withdraw(&self.ticket, false);
-        if waiter.is_some() || ns.iter().any(Option::is_some) {
-            let _ = Python::try_attach(|py| {
-                drop(waiter);
-                wake(py, ns);
-            });
+        if ns.iter().any(Option::is_some) {
+            let _ = Python::try_attach(|py| wake(py, ns));
         }
     }
 }
